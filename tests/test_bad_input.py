@@ -1,0 +1,158 @@
+"""Bad input gets a clear error that names the layer, what was expected and what arrived, never a crash deep in torch."""
+import math
+import pytest
+import torch
+import torch.distributions as D
+
+from flownb.core import Flow, Compose, check_input, bits_per_dim, validation
+from flownb.distributions import StandardNormal, DiagonalNormal, ConditionalNormal
+from flownb.bijections import (LeakyReLU, RQSpline, ActNorm, AffineCoupling, Conv1x1, Permutation, Squeeze, Reshape, Logit)
+from flownb.checks import check_normalized, check_logdet, check_iw_bound
+from layers import BIJECTIONS, make_input
+
+NAMES = list(BIJECTIONS)
+
+
+def layer_and_input(name):
+    factory, kind = BIJECTIONS[name]
+    return factory(3), make_input(kind, 4, 3, torch.float32)
+
+
+def bad_inputs(x):
+    "(label, bad tensor, error type, message fragment)"
+    nan = x.contiguous().clone(); nan.view(-1)[0] = float("nan")
+    inf = x.contiguous().clone(); inf.view(-1)[-1] = float("inf")
+    return [
+        ('integer dtype', x.to(torch.int64), TypeError, 'floating-point'),
+        ('NaN', nan, ValueError, 'non-finite'),
+        ('inf', inf, ValueError, 'non-finite'),
+        ('empty batch', x[:0], ValueError, 'empty batch'),
+    ]
+
+
+@pytest.mark.parametrize('name', NAMES)
+@pytest.mark.parametrize('case', range(4), ids=['int', 'nan', 'inf', 'empty'])
+def test_bad_values_forward_and_inverse(name, case):
+    layer, x = layer_and_input(name)
+    label, bad, error, fragment = bad_inputs(x)[case]
+    short = type(layer).__name__
+    with pytest.raises(error, match=fragment) as info: layer(bad)
+    assert short in str(info.value), f"{name} on {label}: message does not name the layer: {info.value}"
+    with torch.no_grad(): z = layer(x)[0]
+    label, bad_z, error, fragment = bad_inputs(z)[case]
+    if label in ('empty batch', 'integer dtype'):
+        with pytest.raises(error, match=fragment): layer.inverse(bad_z)
+
+
+WRONG_SHAPES = {
+    # name -> a wrongly shaped input and a fragment of the expected message
+    'RQSpline': (torch.randn(4, 5), 'expected input (batch, 3) or (batch, 3, height, width), got (4, 5)'),
+    'ActNorm': (torch.randn(4, 2, 3, 3), 'expected input (batch, 3) or (batch, 3, height, width), got (4, 2, 3, 3)'),
+    'AffineCoupling': (torch.randn(4, 3, 2, 2), 'expected input (batch, 3), got (4, 3, 2, 2)'),
+    'AffineCoupling-conv': (torch.randn(4, 3), 'expected input (batch, 3, height, width), got (4, 3)'),
+    'Conv1x1': (torch.randn(4, 5, 2, 2), 'got (4, 5, 2, 2)'),
+    'Permutation': (torch.randn(4, 7), 'got (4, 7)'),
+    'Squeeze': (torch.randn(4, 3, 5, 4), 'divisible by 2, got (4, 3, 5, 4)'),
+    'Reshape': (torch.randn(4, 12), 'expected input (batch, 3, 2, 2), got (4, 12)'),
+}
+
+
+@pytest.mark.parametrize('name', list(WRONG_SHAPES))
+def test_wrong_shapes(name):
+    layer, _ = layer_and_input(name)
+    bad, fragment = WRONG_SHAPES[name]
+    with pytest.raises(ValueError, match=fragment.replace('(', r'\(').replace(')', r'\)')): layer(bad)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_scalar_and_non_tensor_inputs(name):
+    layer, _ = layer_and_input(name)
+    with pytest.raises(TypeError, match='expected a torch.Tensor'): layer([[1.0, 2.0, 3.0]])
+    with pytest.raises((ValueError, TypeError)): layer(torch.tensor(1.0))
+
+
+def test_constructor_arguments():
+    cases = [
+        (lambda: LeakyReLU(0.0), 'must be > 0'), (lambda: LeakyReLU(-1.0), 'must be > 0'),
+        (lambda: RQSpline(2, bins=1), 'at least 2'), (lambda: RQSpline(2, bound=0), 'bound must be > 0'),
+        (lambda: AffineCoupling(1), 'at least 2 features'), (lambda: Squeeze(1), 'at least 2'),
+        (lambda: Reshape((2, 3), (7,)), 'has 6 elements'), (lambda: Logit(0.5), r'alpha must be in \[0, 0.5\)'),
+        (lambda: Permutation(3, [0, 1, 1]), 'permutation of range'), (lambda: Permutation(3, 'sideways'), "'random', 'reverse'"),
+        (lambda: StandardNormal(0), 'positive size'), (lambda: StandardNormal((2, -1)), 'positive size'),
+    ]
+    for make, fragment in cases:
+        with pytest.raises(ValueError, match=fragment): make()
+
+
+def test_logit_range():
+    with pytest.raises(ValueError, match=r'Logit\(alpha=0\): expected values in \(0, 1\), got min -0.1'):
+        Logit(0.0)(torch.tensor([[-0.1, 0.5]]))
+    with pytest.raises(ValueError, match=r'expected values in \[0, 1\], got min 0, max 1.5'):
+        Logit(0.05)(torch.tensor([[0.0, 1.5]]))
+    Logit(0.05)(torch.tensor([[0.0, 1.0]]))  # end points are fine with a squeeze
+
+
+def test_actnorm_init_needs_two_values():
+    with pytest.raises(ValueError, match='at least 2 values per feature'): ActNorm(3)(torch.randn(1, 3))
+    ActNorm(3)(torch.randn(1, 3, 2, 2))  # one image has 4 values per channel: fine
+
+
+def test_flow_errors():
+    flow = Flow(StandardNormal(2), [AffineCoupling(2)])
+    with pytest.raises(ValueError, match=r'layer 0 \(AffineCoupling\): AffineCoupling\(2\): expected input \(batch, 2\), got \(5, 3\)'):
+        flow.log_prob(torch.randn(5, 3))
+    with pytest.raises(ValueError, match='context has batch size 2 but x has 5'):
+        flow.log_prob(torch.randn(5, 2), context=torch.randn(2, 1))
+    for n in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match='positive integer'): flow.sample(n)
+    with pytest.raises(ValueError, match='context has 3 rows but n=4'): flow.sample(4, context=torch.zeros(3, 1))
+    with pytest.raises(ValueError, match='give the number of samples'): flow.sample()
+    with pytest.raises(TypeError, match='base must be'): Flow('normal', [AffineCoupling(2)])
+    with pytest.raises(TypeError, match='item 0 is a Linear'): Flow(StandardNormal(2), [torch.nn.Linear(2, 2)])
+    torch_base = Flow(D.Independent(D.Normal(torch.zeros(3), torch.ones(3)), 1), [Permutation(2)])
+    with pytest.raises(ValueError, match=r'produced latents of shape \(batch, 2\) but the base distribution expects \(batch, 3\)'):
+        torch_base.log_prob(torch.randn(4, 2))
+    with pytest.raises(ValueError, match='k must be a positive integer'):
+        Flow(StandardNormal(2), [_Bounded()]).log_prob(torch.randn(3, 2), k=-2)
+
+
+class _Bounded(Permutation.__mro__[1]):  # a minimal non-exact layer for the k check
+    exact = False
+    def __init__(self): super().__init__()
+    def forward(self, x, context=None): return x, x.new_zeros(x.shape[0])
+    def inverse(self, z, context=None): return z
+
+
+def test_conditional_normal_errors():
+    cond = ConditionalNormal(2, 3, context_features=4)
+    with pytest.raises(ValueError, match='no context was given'): cond.log_prob(torch.randn(5, 3), torch.randn(5, 2))
+    with pytest.raises(ValueError, match=r'context: expected input \(batch, 4\), got \(5, 2\)'):
+        cond.log_prob(torch.randn(5, 3), torch.randn(5, 2), context=torch.randn(5, 2))
+    with pytest.raises(ValueError, match=r'ConditionalNormal\(2→3\): expected input \(batch, 3\), got \(5, 2\)'):
+        cond.log_prob(torch.randn(5, 2), torch.randn(5, 2), context=torch.randn(5, 4))
+
+
+def test_check_functions_reject_misuse():
+    with pytest.raises(ValueError, match='dimension-preserving'):
+        check_logdet(Reshape((2, 2), (4,)).double(), torch.randn(2, 2, 2, dtype=torch.float64)) if False else \
+        check_logdet(_Dropper(), torch.randn(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match='lo < hi'): check_normalized(Flow(StandardNormal(2), [Permutation(2)]), 1, -1)
+    with pytest.raises(ValueError, match='the flow is exact'): check_iw_bound(Flow(StandardNormal(2), [Permutation(2)]), torch.randn(3, 2))
+
+
+class _Dropper(Permutation.__mro__[1]):
+    "An (exact-flagged) layer that maps 3 dims to 2, which has no log-determinant"
+    def forward(self, x, context=None): return x[:, :2], x.new_zeros(x.shape[0])
+
+
+def test_bits_per_dim_arguments():
+    with pytest.raises(ValueError, match='dims must be positive'): bits_per_dim(0.0, 0)
+    with pytest.raises(ValueError, match='bins must be at least 2'): bits_per_dim(0.0, 4, bins=1)
+    assert math.isclose(float(bits_per_dim(0.0, 10, bins=256)), 8.0)
+
+
+def test_validation_switch_skips_checks_and_restores():
+    layer = LeakyReLU(0.1)
+    bad = torch.tensor([[float('nan')]])
+    with validation(False): layer(bad)
+    with pytest.raises(ValueError, match='non-finite'): layer(bad)
