@@ -1,0 +1,65 @@
+"""The price of flowification: time of one training step (forward, backward, Adam step) of a flowified MLP
+784-512-256-128-64-32-8 at batch 128, divided by the time of the same plain MLP, measured in one run; with the Cayley
+map (flownb's default), the matrix exponential (two matrix_exps per layer, as the paper's code) and Householder.
+
+    python bench/flowify_cost.py [--quick] [--out bench/results/flowify_cost.json]
+"""
+import argparse, json, platform, subprocess, time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from flownb.core import Flow
+from flownb.distributions import StandardNormal
+from flownb.flowify import flowify
+
+WIDTHS = [784, 512, 256, 128, 64, 32, 8]
+
+
+def plain_mlp():
+    layers = []
+    for a, b in zip(WIDTHS[:-1], WIDTHS[1:]): layers += [nn.Linear(a, b), nn.LeakyReLU(0.1)]
+    return nn.Sequential(*layers[:-1])
+
+
+def median_step(model, loss_fn, x, steps):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    times = []
+    for i in range(steps + 2):
+        t0 = time.perf_counter()
+        loss = loss_fn(model, x)
+        opt.zero_grad(); loss.backward(); opt.step()
+        if i >= 2: times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--quick', action='store_true', help='fewer repeats')
+    ap.add_argument('--out', default='bench/results/flowify_cost.json')
+    ap.add_argument('--device', default='cpu')
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    steps = 5 if args.quick else 15
+    x = torch.rand(128, 784, device=args.device)
+    plain = plain_mlp().to(args.device)
+    results = {'plain_step_s': median_step(plain, lambda m, x: m(x).square().mean(), x, steps)}
+    for name in ['cayley', 'matrix_exp', 'householder']:
+        flow = Flow(StandardNormal(8), flowify(plain_mlp(), linear_options={'orthogonal_map': name})).to(args.device)
+        t = median_step(flow, lambda m, x: -m.log_prob(x).mean(), x, steps)
+        results[f'{name}_step_s'] = t
+        results[f'{name}_ratio'] = t / results['plain_step_s']
+        print(f"flowified MLP ({name:11s}) training step / plain MLP step = {t / results['plain_step_s']:6.1f}x")
+    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
+    results.update(date=time.strftime('%Y-%m-%d'), commit=commit, device=args.device, threads=torch.get_num_threads(),
+                   machine=platform.machine(), torch=torch.__version__, batch=128, widths=WIDTHS, steps=steps)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == '__main__':
+    main()
