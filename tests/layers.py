@@ -2,6 +2,7 @@
 checks that), so a new layer is covered as soon as it is exported."""
 import torch
 from flownb import bijections as B
+from flownb import flowify as FL
 
 
 def _randomize(layer, scale=0.5, seed=0):
@@ -28,6 +29,10 @@ BIJECTIONS = {
     'Squeeze': (lambda f: B.Squeeze(2), 'image-even'),
     'Reshape': (lambda f: B.Reshape((f, 2, 2), (4 * f,)), 'image-2x2'),
     'Logit': (lambda f: B.Logit(0.05), 'unit'),
+    'PReLU': (lambda f: _randomize(FL.PReLU(f), 0.5), 'vector'),
+    'PReLU-shared': (lambda f: FL.PReLU(1, 0.3), 'any'),
+    'Flatten': (lambda f: FL.Flatten((f, 2, 2)), 'image-2x2'),
+    'FlowLinear-square': (lambda f: _randomize(FL.FlowLinear(f, f), 0.3), 'vector'),
 }
 
 
