@@ -147,7 +147,8 @@ class _Dropper(Permutation.__mro__[1]):
 
 def test_bits_per_dim_arguments():
     with pytest.raises(ValueError, match='dims must be positive'): bits_per_dim(0.0, 0)
-    with pytest.raises(ValueError, match='bins must be at least 2'): bits_per_dim(0.0, 4, bins=1)
+    with pytest.raises(ValueError, match='bins must be at least 1'): bits_per_dim(0.0, 4, bins=0)
+    assert math.isclose(float(bits_per_dim(-4 * math.log(2), 4, bins=1)), 1.0)  # already-discrete log-probability
     assert math.isclose(float(bits_per_dim(0.0, 10, bins=256)), 8.0)
 
 
