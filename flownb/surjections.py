@@ -17,7 +17,7 @@ from .distributions import ConditionalNormal, mlp, conv_net, soft_clamp, _with_c
 from .bijections import _sum_per_sample, _features_pattern
 
 # %% auto #0
-__all__ = ['Slice', 'Augment', 'Abs', 'Log', 'Sort', 'SortedToReal', 'StochasticPermutation', 'MaxPool2d', 'VAE']
+__all__ = ['Slice', 'Augment', 'Abs', 'Log', 'Sort', 'SortedToReal', 'StochasticPermutation', 'MaxPool2d', 'VAE', 'UniformDequantization', 'VariationalDequantization']
 
 # %% ../nbs/07_surjections.ipynb #514a930b
 class Slice(Surjection):
@@ -347,3 +347,102 @@ class VAE(Surjection):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input(f'VAE({self.in_features}→{self.latent_features}).inverse', z, (self.latent_features,))
         return self.decoder.mean(z, context) if self.noise_mean else self.decoder.sample(z, context)
+
+# %% ../nbs/08_dequantization.ipynb #1c056ea4
+import math
+from typing import Sequence
+
+import torch
+from torch import nn, Tensor
+import torch.distributions as D
+import torch.nn.functional as F
+
+from .core import Surjection, _checks_active
+from .distributions import ConditionalNormal
+from .bijections import _sum_per_sample
+
+# %% ../nbs/08_dequantization.ipynb #7114901e
+def _check_levels(name: str, x: Tensor, bins: int, shape) -> None:
+    "Discrete data: integer values in 0..bins-1 with the expected event shape"
+    if not isinstance(x, Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.is_complex() or x.dtype == torch.bool: raise TypeError(f"{name}: expected integer levels, got dtype {x.dtype}")
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{name}: expected input (batch, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
+    if x.dim() < 1 or x.shape[0] == 0: raise ValueError(f"{name}: expected a non-empty batch, got {tuple(x.shape)}")
+    if _checks_active(x):
+        lo, hi = x.min().item(), x.max().item()
+        if lo < 0 or hi > bins - 1 or not math.isfinite(lo) or not math.isfinite(hi):
+            raise ValueError(f"{name}: expected levels in 0..{bins - 1}, got min {lo:g}, max {hi:g}")
+        if x.is_floating_point() and not torch.equal(x, x.round()):
+            raise ValueError(f"{name}: expected integer levels in 0..{bins - 1}, got non-integer values (dequantize raw levels, not scaled data)")
+
+class UniformDequantization(Surjection):
+    """Uniform dequantization: discrete levels $x \\in \\{0..B-1\\}$ → $z = (x + u)/B \\in [0, 1)$ with $u \\sim \\mathcal U[0,1)$.
+
+    Direction: data → latent, any `(batch, ...)` of integer levels (integer or integer-valued float tensors), shape
+    preserved, output float in [0, 1). A generative surjection: a lower bound on the discrete log-probability.
+
+    References: Nielsen et al., "SurVAE Flows", NeurIPS 2020, https://arxiv.org/abs/2007.02731;
+    Theis et al., "A note on the evaluation of generative models", ICLR 2016.
+
+    Arguments:
+        bins: number of levels B (256 for 8-bit images, 17 for scikit-learn's digits).
+        shape: event shape to check inputs against (None: any).
+
+    Example:
+        >>> t = UniformDequantization(256)
+        >>> z, ldj = t(torch.randint(0, 256, (4, 1, 28, 28)))   # z in [0, 1), ldj = -784 log 256
+        >>> x = t.inverse(z)                                     # the levels back
+    """
+    exact = False
+    def __init__(self, bins: int = 256, shape: Sequence[int] | None = None):
+        super().__init__()
+        if bins < 2: raise ValueError(f"UniformDequantization: bins must be at least 2, got {bins}")
+        self.bins, self.shape = bins, None if shape is None else tuple(shape)
+        self.register_buffer('_zero', torch.zeros(()), persistent=False)
+
+    def _name(self): return f'{type(self).__name__}(bins={self.bins})'
+
+    def _noise(self, x: Tensor, context) -> tuple[Tensor, Tensor]:
+        "(u, log q(u|x)) for uniform noise"
+        return torch.rand(x.shape, dtype=self._zero.dtype, device=x.device), self._zero.new_zeros(x.shape[0])
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        _check_levels(self._name(), x, self.bins, self.shape)
+        x = x.to(self._zero.dtype)
+        u, log_q = self._noise(x, context)
+        return (x + u) / self.bins, -log_q - x[0].numel() * math.log(self.bins)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        return torch.floor(z * self.bins).clamp(0, self.bins - 1)
+
+# %% ../nbs/08_dequantization.ipynb #487e6954
+class VariationalDequantization(UniformDequantization):
+    """Variational dequantization: $u = \\mathrm{sigmoid}(\\mu(x) + \\sigma(x)\\epsilon)$ with $\\mu, \\sigma$ from a network of $x$.
+
+    Direction: data → latent, `(batch, *shape)` integer levels → float in (0, 1). A generative surjection: a lower bound,
+    tighter than uniform dequantization once $q(u\\mid x)$ is trained with the model.
+
+    References: Ho et al., "Flow++", ICML 2019, https://arxiv.org/abs/1902.00275; Nielsen et al., "SurVAE Flows", NeurIPS 2020.
+
+    Arguments:
+        shape: event shape, `(features,)` (MLP network) or `(channels, height, width)` (convolutional network).
+        bins: number of levels B.
+        hidden_features: width of the network.
+
+    Example:
+        >>> t = VariationalDequantization((1, 8, 8), bins=17)
+        >>> z, ldj = t(torch.randint(0, 17, (4, 1, 8, 8)))   # ldj = -log q(u|x) - 64 log 17
+    """
+    def __init__(self, shape: Sequence[int], bins: int = 256, hidden_features: int = 32):
+        super().__init__(bins, shape)
+        conv = len(self.shape) == 3
+        if len(self.shape) not in (1, 3): raise ValueError(f"VariationalDequantization: shape must be (features,) or (channels, height, width), got {shape}")
+        self.q = ConditionalNormal(self.shape[0], self.shape[0], hidden_features, 2, conv=conv)
+
+    def _noise(self, x: Tensor, context) -> tuple[Tensor, Tensor]:
+        loc, log_scale = self.q.params(x / (self.bins - 1) - 0.5)
+        eps = torch.randn_like(loc)
+        a = loc + log_scale.exp() * eps
+        log_q = D.Normal(0., 1.).log_prob(eps) - log_scale - (F.logsigmoid(a) + F.logsigmoid(-a))
+        return torch.sigmoid(a), _sum_per_sample(log_q)
