@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastcore.basics import store_attr
 
 from .core import Bijection, check_input, _checks_active
-from .distributions import mlp, conv_net, soft_clamp, _with_context
+from .distributions import mlp, conv_net, soft_clamp, _with_context, _context_input
 
 # %% auto #0
 __all__ = ['LeakyReLU', 'rational_quadratic_spline', 'RQSpline', 'ActNorm', 'AffineCoupling', 'Conv1x1', 'Permutation', 'Squeeze',
@@ -253,10 +253,7 @@ class AffineCoupling(Bijection):
     def _join(self, a, b): return torch.cat([a, b], 1) if not self.swap else torch.cat([b, a], 1)
 
     def _params(self, a, context):
-        if self.context_features:
-            if context is None: raise ValueError(f"{self._name()}: built with context_features={self.context_features} but no context was given")
-            check_input(self._name() + ' context', context, (self.context_features,))
-        raw_scale, shift = self.net(_with_context(a, context if self.context_features else None)).chunk(2, 1)
+        raw_scale, shift = self.net(_context_input(self._name(), a, context, self.context_features)).chunk(2, 1)
         return soft_clamp(raw_scale, self.max_log_scale), shift
 
     def _pattern(self): return [(self.features, 'height', 'width')] if self.conv else [(self.features,)]

@@ -93,6 +93,13 @@ def _with_context(h: Tensor, context: Tensor | None) -> Tensor:
     if h.dim() > 2: context = context.reshape(*context.shape, *([1] * (h.dim() - 2))).expand(-1, -1, *h.shape[2:])
     return torch.cat([h, context], 1)
 
+def _context_input(name: str, h: Tensor, context: Tensor | None, context_features: int) -> Tensor:
+    "`h` with the context appended when the layer was built with `context_features`, after checking it was given"
+    if not context_features: return h
+    if context is None: raise ValueError(f"{name}: built with context_features={context_features} but no context was given")
+    check_input(name + ' context', context, (context_features,))
+    return _with_context(h, context)
+
 # %% ../nbs/01_distributions.ipynb #019398a7
 class ConditionalNormal(nn.Module):
     "Diagonal Gaussian $p(c \\mid h)$ whose mean and soft-bounded log-scale come from a small network of `h`"
@@ -117,10 +124,7 @@ class ConditionalNormal(nn.Module):
     def params(self, h: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         "Mean and log-scale of $c$ given `h`"
         check_input(self._name() + ' conditioning input', h, self._pattern(self.in_features))
-        if self.context_features:
-            if context is None: raise ValueError(f"{self._name()}: built with context_features={self.context_features} but no context was given")
-            check_input(self._name() + ' context', context, (self.context_features,))
-        loc, raw_scale = self.net(_with_context(h, context if self.context_features else None)).chunk(2, dim=1)
+        loc, raw_scale = self.net(_context_input(self._name(), h, context, self.context_features)).chunk(2, dim=1)
         return loc, soft_clamp(raw_scale, self.max_log_scale)
 
     def dist(self, h: Tensor, context: Tensor | None = None) -> D.Distribution:
