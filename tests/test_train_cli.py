@@ -1,0 +1,163 @@
+"""The main job end to end: the `flownb` command, kill-and-resume, corrupt checkpoints, torchrun with two CPU
+processes (gloo), and the default run against the diagonal-Gaussian baseline."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+
+from flownb.train import load_checkpoint
+
+MNIST = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'mnist'
+ENV = {**os.environ, 'MPLBACKEND': 'Agg', 'OMP_NUM_THREADS': '1'}
+
+
+def flownb(*args, check=True, timeout=600):
+    "Run the installed `flownb` console script"
+    r = subprocess.run([sys.executable, '-m', 'flownb.cli', *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
+    if check and r.returncode != 0: raise AssertionError(f"flownb {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def metrics(run: Path) -> dict:
+    return json.loads((run / 'metrics.json').read_text())['result']
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['train', '--model', 'nope'], "unknown model 'nope'"),
+    (['train', '--data', 'imagenet'], "unknown dataset 'imagenet'"),
+    (['train', '--epochs', '-2'], 'epochs must be a positive integer, got -2'),
+    (['train', '--batch-size', '0'], 'batch_size must be a positive integer, got 0'),
+    (['train', '--lr', 'fast'], "invalid float value: 'fast'"),
+    (['train', '--data', 'mnist', '--data-dir', '/nonexistent/folder'], 'is not a directory'),
+    (['train', '--device', 'tpu:7'], "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    (['eval', 'no/such/checkpoint.pt'], 'checkpoint not found'),
+    (['sample', 'no/such/checkpoint.pt'], 'checkpoint not found'),
+    (['models', '--data', 'imagenet'], "unknown dataset 'imagenet'"),
+    (['launch'], "unknown command 'launch'"),
+])
+def test_bad_arguments_give_one_line(args, expected):
+    r = flownb(*args, check=False)
+    assert r.returncode != 0
+    assert 'Traceback' not in r.stderr, r.stderr
+    assert expected in r.stderr.strip().splitlines()[-1], r.stderr
+
+
+def test_mnist_without_files_says_where_it_looked(tmp_path):
+    r = flownb('train', '--data', 'mnist', '--data-dir', tmp_path, check=False)
+    assert r.returncode == 1 and 'mnist not found: looked in' in r.stderr and '--data-dir' in r.stderr
+
+
+def test_models_lists_every_model():
+    from flownb.models import MODELS
+    out = flownb('models', '--data', 'mnist').stdout
+    for name in MODELS: assert f'  {name} ' in out
+
+
+def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+    args = ['train', '--model', 'realnvp', '--epochs', '5', '--batch-size', '64', '--quiet', '--seed', '3']
+    flownb(*args, '--out', tmp_path / 'whole')
+    run = tmp_path / 'killed'
+    proc = subprocess.Popen([sys.executable, '-m', 'flownb.cli', *args, '--out', str(run)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt, deadline = run / 'checkpoint.pt', time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            try:
+                if load_checkpoint(ckpt)['epoch'] >= 2: break
+            except Exception: pass   # a reader may see the file between rename steps only if writes were not atomic
+        time.sleep(0.05)
+    assert proc.poll() is None, 'the run finished before it could be interrupted; make it longer'
+    time.sleep(0.3)                  # somewhere inside the next epoch
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    state = load_checkpoint(ckpt)    # the checkpoint survived the kill intact
+    assert 2 <= state['epoch'] < 5
+    flownb(*args, '--out', run, '--resume')
+    assert metrics(run)['test'] == metrics(tmp_path / 'whole')['test']
+    a, b = load_checkpoint(tmp_path / 'whole' / 'checkpoint.pt'), load_checkpoint(ckpt)
+    assert a['epoch'] == b['epoch'] == 5
+    assert all(torch.equal(a['model_state'][k], b['model_state'][k]) for k in a['model_state'])
+
+
+def test_corrupt_checkpoint_is_refused_and_kept(tmp_path):
+    run = tmp_path / 'run'
+    flownb('train', '--epochs', '2', '--out', run, '--quiet')
+    ckpt = run / 'checkpoint.pt'
+    ckpt.write_bytes(ckpt.read_bytes()[:3000])
+    before = ckpt.read_bytes()
+    for args in (['eval', ckpt], ['sample', ckpt], ['train', '--epochs', '2', '--out', run, '--resume', '--quiet']):
+        r = flownb(*args, check=False)
+        assert r.returncode == 1 and 'corrupt or truncated' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert ckpt.read_bytes() == before   # nothing overwritten
+    (tmp_path / 'foreign.pt').write_bytes(b'')
+    torch.save({'weights': torch.zeros(3)}, tmp_path / 'foreign.pt')
+    r = flownb('eval', tmp_path / 'foreign.pt', check=False)
+    assert r.returncode == 1 and 'is not a flownb checkpoint' in r.stderr
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    run = tmp_path / 'run'
+    flownb('train', '--epochs', '1', '--out', run, '--quiet')
+    r = flownb('train', '--epochs', '1', '--out', run, '--quiet', '--model', 'gaussian', '--resume', check=False)
+    assert r.returncode == 1 and "was trained with model='flowify-mlp' but this run asks for model='gaussian'" in r.stderr
+    r = flownb('train', '--epochs', '1', '--out', run, '--quiet', check=False)
+    assert r.returncode == 1 and 'already exists; pass --resume' in r.stderr
+
+
+def test_nan_loss_names_the_layer_and_keeps_the_checkpoint(tmp_path):
+    from flownb.train import train, TrainConfig, NonFiniteLossError
+    from flownb.data import load_data
+    run = tmp_path / 'run'
+    train(TrainConfig(model='realnvp', epochs=1, batch_size=256), run, progress=False)
+    before = (run / 'checkpoint.pt').read_bytes()
+    with pytest.raises(NonFiniteLossError, match=r'first non-finite: (layer \d+ \(\w+\)|the base density)'):
+        train(TrainConfig(model='realnvp', epochs=2, batch_size=256, lr=1e30, grad_clip=0), tmp_path / 'nan', progress=False)
+    assert (run / 'checkpoint.pt').read_bytes() == before
+
+
+def test_eval_and_sample_from_a_checkpoint(tmp_path):
+    run = tmp_path / 'run'
+    flownb('train', '--model', 'flowify-conv1', '--epochs', '2', '--out', run, '--quiet', '--k', '4')
+    assert 'iw_4' in metrics(run)['test'] and metrics(run)['continuous_part_exact'] is False
+    out = flownb('eval', run / 'checkpoint.pt', '--k', '4').stdout
+    assert '(ELBO)' in out and '(IW-4)' in out
+    flownb('sample', run / 'checkpoint.pt', '--n', '9', '--out', tmp_path / 'grid.png')
+    assert (tmp_path / 'grid.png').stat().st_size > 100
+    flownb('sample', run / 'checkpoint.pt', '--n', '5', '--out', tmp_path / 'samples.pt')
+    samples = torch.load(tmp_path / 'samples.pt')
+    assert samples.shape == (5, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 16
+
+
+def test_toy_data_trains_and_samples(tmp_path):
+    run = tmp_path / 'moons'
+    flownb('train', '--data', 'moons', '--model', 'realnvp', '--epochs', '2', '--out', run, '--quiet')
+    assert metrics(run)['unit'] == 'bits/dim (continuous)' and (run / 'samples.png').exists()
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    run = tmp_path / 'ddp'
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29533',
+                        '-m', 'flownb.cli', 'train', '--epochs', '2', '--batch-size', '64', '--device', 'cpu',
+                        '--out', str(run), '--quiet'], capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert '2 processes' in r.stdout
+    assert metrics(run)['epochs_done'] == 2 and load_checkpoint(run / 'checkpoint.pt')['epoch'] == 2
+    assert len(load_checkpoint(run / 'checkpoint.pt')['rng']) == 2   # one RNG state per process, for resume
+
+
+def test_default_run_beats_the_gaussian_baseline(tmp_path):
+    flownb('train', '--out', tmp_path / 'default', '--quiet')                   # exactly what the README says
+    flownb('train', '--model', 'gaussian', '--out', tmp_path / 'gaussian', '--quiet')
+    ours, baseline = metrics(tmp_path / 'default'), metrics(tmp_path / 'gaussian')
+    assert ours['model'] == 'flowify-mlp' and ours['data'] == 'digits'
+    assert ours['test']['bits_per_dim'] < baseline['test']['bits_per_dim'] - 0.2, (ours['test'], baseline['test'])
+    for f in ('samples.png', 'curves.png', 'checkpoint.pt'): assert (tmp_path / 'default' / f).exists()
+
+
+@pytest.mark.skipif(not (MNIST / 't10k-images-idx3-ubyte.gz').exists(), reason='MNIST not in ../shared/data/mnist')
+def test_mnist_one_epoch(tmp_path):
+    run = tmp_path / 'mnist'
+    flownb('train', '--data', 'mnist', '--data-dir', MNIST, '--epochs', '1', '--out', run, '--quiet', timeout=1200)
+    m = metrics(run)
+    assert m['epochs_done'] == 1 and 'reduced training split' in m['data_note'] and m['test']['n'] == 10000
+    assert m['test']['bits_per_dim'] < 8   # better than a uniform guess over 256 levels
