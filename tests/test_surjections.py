@@ -9,6 +9,7 @@ from hypothesis import given, strategies as st
 import flownb.surjections as S
 import flownb.surjections as DQ
 import flownb.flowify as FL
+import flownb.funnels as FU
 from flownb.core import Surjection
 
 # name -> (factory, input maker(batch, dtype), exact, round trip: 'right' | 'left' | None (stochastic inverse))
@@ -32,6 +33,10 @@ SURJECTIONS = {
     'FlowLinear-increase': (lambda: FL.FlowLinear(2, 5), vec(2), False, 'left'),
     'FlowConv2d-exact': (lambda: FL.FlowConv2d(2, 3, 2, stride=2, hidden_channels=4), img(2, 4, 4), True, 'right'),
     'FlowConv2d-bound': (lambda: FL.FlowConv2d(1, 9, 3, padding=1), img(1, 4, 4), False, 'left'),
+    'MLPFunnel': (lambda: FU.MLPFunnel(5, 2, hidden_features=8), vec(5), True, 'right'),
+    'MLPFunnel-spline': (lambda: FU.MLPFunnel(4, 3, hidden_features=8, transform='spline'), vec(4), True, 'right'),
+    'ConvFunnel': (lambda: FU.ConvFunnel(3, 2, 3, hidden_channels=4), img(3, 5, 4), True, 'right'),
+    'ConvFunnel-k1': (lambda: FU.ConvFunnel(3, 1, 1, hidden_channels=4), img(3, 2, 2), True, 'right'),
 }
 NAMES = list(SURJECTIONS)
 
@@ -46,7 +51,7 @@ def build(name, batch, dtype, seed=0):
 
 
 def test_registry_covers_every_exported_surjection():
-    exported = {n for mod in (S, FL) for n, o in vars(mod).items()
+    exported = {n for mod in (S, FL, FU) for n, o in vars(mod).items()
                 if inspect.isclass(o) and issubclass(o, Surjection) and o.__module__ == mod.__name__}
     registered = {n.split('-')[0] for n in SURJECTIONS}
     assert exported <= registered, f"add these layers to SURJECTIONS: {sorted(exported - registered)}"
