@@ -161,3 +161,14 @@ def test_mnist_one_epoch(tmp_path):
     m = metrics(run)
     assert m['epochs_done'] == 1 and 'reduced training split' in m['data_note'] and m['test']['n'] == 10000
     assert m['test']['bits_per_dim'] < 8   # better than a uniform guess over 256 levels
+
+
+def test_variational_dequantization_run(tmp_path):
+    from flownb.train import model_from_checkpoint
+    run = tmp_path / 'vdq'
+    flownb('train', '--dequantization', 'variational', '--epochs', '2', '--out', run, '--quiet')
+    flow, state = model_from_checkpoint(run / 'checkpoint.pt')
+    assert type(flow.transform[0]).__name__ == 'VariationalDequantization' and state['config']['dequantization'] == 'variational'
+    assert '(IW-4)' in flownb('eval', run / 'checkpoint.pt', '--k', '4').stdout
+    r = flownb('train', '--dequantization', 'gaussian', check=False)
+    assert r.returncode == 1 and "dequantization must be 'uniform' or 'variational'" in r.stderr
