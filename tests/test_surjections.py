@@ -10,6 +10,7 @@ import flownb.surjections as S
 import flownb.surjections as DQ
 import flownb.flowify as FL
 import flownb.funnels as FU
+import flownb.drf as DRF
 from flownb.core import Surjection
 
 # name -> (factory, input maker(batch, dtype), exact, round trip: 'right' | 'left' | None (stochastic inverse))
@@ -37,6 +38,9 @@ SURJECTIONS = {
     'MLPFunnel-spline': (lambda: FU.MLPFunnel(4, 3, hidden_features=8, transform='spline'), vec(4), True, 'right'),
     'ConvFunnel': (lambda: FU.ConvFunnel(3, 2, 3, hidden_channels=4), img(3, 5, 4), True, 'right'),
     'ConvFunnel-k1': (lambda: FU.ConvFunnel(3, 1, 1, hidden_channels=4), img(3, 2, 2), True, 'right'),
+    'LCMASplit': (lambda: DRF.LCMASplit(5, 2, hidden_features=8).fit(torch.randn(5)), vec(5), True, 'right'),
+    'LCMASplit-conv': (lambda: DRF.LCMASplit((4, 3, 2), 1, hidden_features=4).fit(torch.randn(4, 3, 2)), img(4, 3, 2), True, 'right'),
+    'LCMASplit-static': (lambda: DRF.LCMASplit(3, 2, hidden_features=8), vec(3), True, 'right'),
 }
 NAMES = list(SURJECTIONS)
 
@@ -51,7 +55,7 @@ def build(name, batch, dtype, seed=0):
 
 
 def test_registry_covers_every_exported_surjection():
-    exported = {n for mod in (S, FL, FU) for n, o in vars(mod).items()
+    exported = {n for mod in (S, FL, FU, DRF) for n, o in vars(mod).items()
                 if inspect.isclass(o) and issubclass(o, Surjection) and o.__module__ == mod.__name__}
     registered = {n.split('-')[0] for n in SURJECTIONS}
     assert exported <= registered, f"add these layers to SURJECTIONS: {sorted(exported - registered)}"
