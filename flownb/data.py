@@ -273,10 +273,12 @@ def _bsds300(paths):
         with h5py.File(paths[0], 'r') as f: return [np.asarray(f[k], dtype=np.float64) for k in ('train', 'validation', 'test')]
     except (OSError, KeyError) as e: raise DataError(f"bsds300: {paths[0]} is not MAF's BSDS300.hdf5 with train/validation/test ({e})") from None
 
+_TABULAR_LOADERS = {'power': _power, 'gas': _gas, 'hepmass': _hepmass, 'miniboone': _miniboone, 'bsds300': _bsds300}
+
 def load_tabular(name: str, data_dir: str | Path | None = None) -> DensityData:
     "Load one of the five tabular benchmarks ('power', 'gas', 'hepmass', 'miniboone', 'bsds300') from MAF's files, preprocessed as MAF"
     if name not in TABULAR: raise DataError(f"unknown tabular dataset {name!r}; choose from {', '.join(TABULAR)}")
-    train, valid, test = globals()[f'_{name}'](_tabular_paths(name, data_dir))
+    train, valid, test = _TABULAR_LOADERS[name](_tabular_paths(name, data_dir))
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     return DensityData(name, as_tensor(train), as_tensor(test), None, valid=as_tensor(valid),
                        note=f"MAF preprocessing; {len(train):,} train / {len(valid):,} validation / {len(test):,} test rows")
