@@ -414,6 +414,7 @@ class UniformDequantization(Surjection):
         return (x + u) / self.bins, -log_q - x[0].numel() * math.log(self.bins)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        check_input(f'{self._name()}.inverse', z, *([tuple(self.shape)] if self.shape is not None else []))
         return torch.floor(z * self.bins).clamp(0, self.bins - 1)
 
 # %% ../nbs/08_dequantization.ipynb #487e6954

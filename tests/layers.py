@@ -1,8 +1,28 @@
 """The registry of public layers the contract tests run. Every exported Transform subclass must appear here (a test
-checks that), so a new layer is covered as soon as it is exported."""
+checks that), so a new layer is covered as soon as it is exported: BIJECTIONS and SURJECTIONS give a factory and an
+input for each, NORMALIZE a 1-D or 2-D flow built around each that must integrate to one (exact layers exactly, bounded
+ones through their importance-weighted estimate)."""
+import importlib, inspect, math, pkgutil
 import torch
+import flownb
+from flownb.core import Transform, Bijection, Surjection, Flow
+from flownb.distributions import StandardNormal
 from flownb import bijections as B
 from flownb import flowify as FL
+from flownb import surjections as S
+from flownb import funnels as FU
+from flownb import drf as DRF
+
+
+def public_layer_classes() -> dict[str, type]:
+    "Every concrete Bijection or Surjection class defined in a flownb module, by name"
+    found = {}
+    for info in pkgutil.iter_modules(flownb.__path__):
+        mod = importlib.import_module(f'flownb.{info.name}')
+        for name, obj in vars(mod).items():
+            if (inspect.isclass(obj) and issubclass(obj, (Bijection, Surjection)) and obj.__module__ == mod.__name__
+                    and obj not in (Bijection, Surjection)): found[name] = obj
+    return found
 
 
 def _randomize(layer, scale=0.5, seed=0):
@@ -33,6 +53,8 @@ BIJECTIONS = {
     'PReLU-shared': (lambda f: FL.PReLU(1, 0.3), 'any'),
     'Flatten': (lambda f: FL.Flatten((f, 2, 2)), 'image-2x2'),
     'FlowLinear-square': (lambda f: _randomize(FL.FlowLinear(f, f), 0.3), 'vector'),
+    'Log': (lambda f: S.Log(), 'positive'),
+    'SortedToReal': (lambda f: S.SortedToReal(f), 'sorted'),
 }
 
 
@@ -43,4 +65,202 @@ def make_input(kind, batch, features, dtype, seed=0):
         h = 2 if kind in ('image-2x2',) else 4
         return torch.randn(batch, f, h, h, generator=g, dtype=dtype)
     if kind == 'unit': return torch.rand(batch, features, generator=g, dtype=dtype) * 0.98 + 0.01
+    if kind == 'positive': return torch.rand(batch, features, generator=g, dtype=dtype) * 3 + 0.1
+    if kind == 'sorted': return torch.cumsum(torch.rand(batch, features, generator=g, dtype=dtype) + 0.1, 1) - 1
     return torch.randn(batch, f, generator=g, dtype=dtype) * 1.5
+
+
+# ---------------------------------------------------------------- surjections
+# name -> (factory, input maker(batch, dtype), exact, round trip: 'right' | 'left' | None (stochastic inverse))
+def vec(d): return lambda b, dt: torch.randn(b, d, dtype=dt)
+def img(c, h, w): return lambda b, dt: torch.randn(b, c, h, w, dtype=dt)
+def levels(shape, bins): return lambda b, dt: torch.randint(0, bins, (b, *shape)).to(dt)
+
+SURJECTIONS = {
+    'Slice': (lambda: S.Slice(4, 2, hidden_features=8), vec(4), True, 'right'),
+    'Slice-conv': (lambda: S.Slice(3, 1, hidden_features=4, conv=True), img(3, 4, 4), True, 'right'),
+    'Augment': (lambda: S.Augment(2, 5, hidden_features=8), vec(2), False, 'left'),
+    'Abs': (lambda: S.Abs(3, hidden_features=8), vec(3), True, 'right'),
+    'Sort': (lambda: S.Sort(4), vec(4), True, 'right'),
+    'Sort-learned': (lambda: S.Sort(4, learned=True, hidden_features=8), vec(4), True, 'right'),
+    'StochasticPermutation': (lambda: S.StochasticPermutation(3), vec(3), False, None),
+    'MaxPool2d': (lambda: S.MaxPool2d(2, 2, hidden_channels=4), img(2, 4, 6), True, 'right'),
+    'VAE': (lambda: S.VAE(4, 2, hidden_features=8), vec(4), False, None),
+    'UniformDequantization': (lambda: S.UniformDequantization(16, shape=(1, 3, 3)), levels((1, 3, 3), 16), False, 'left'),
+    'VariationalDequantization': (lambda: S.VariationalDequantization((1, 3, 3), bins=16, hidden_features=4), levels((1, 3, 3), 16), False, 'left'),
+    'FlowLinear-reduce': (lambda: FL.FlowLinear(5, 2, hidden_features=8), vec(5), True, 'right'),
+    'FlowLinear-increase': (lambda: FL.FlowLinear(2, 5), vec(2), False, 'left'),
+    'FlowConv2d-exact': (lambda: FL.FlowConv2d(2, 3, 2, stride=2, hidden_channels=4), img(2, 4, 4), True, 'right'),
+    'FlowConv2d-bound': (lambda: FL.FlowConv2d(1, 9, 3, padding=1), img(1, 4, 4), False, 'left'),
+    'MLPFunnel': (lambda: FU.MLPFunnel(5, 2, hidden_features=8), vec(5), True, 'right'),
+    'MLPFunnel-spline': (lambda: FU.MLPFunnel(4, 3, hidden_features=8, transform='spline'), vec(4), True, 'right'),
+    'ConvFunnel': (lambda: FU.ConvFunnel(3, 2, 3, hidden_channels=4), img(3, 5, 4), True, 'right'),
+    'ConvFunnel-k1': (lambda: FU.ConvFunnel(3, 1, 1, hidden_channels=4), img(3, 2, 2), True, 'right'),
+    'LCMASplit': (lambda: DRF.LCMASplit(5, 2, hidden_features=8).fit(torch.randn(5)), vec(5), True, 'right'),
+    'LCMASplit-conv': (lambda: DRF.LCMASplit((4, 3, 2), 1, hidden_features=4).fit(torch.randn(4, 3, 2)), img(4, 3, 2), True, 'right'),
+    'LCMASplit-static': (lambda: DRF.LCMASplit(3, 2, hidden_features=8), vec(3), True, 'right'),
+}
+
+
+def build_surjection(name, batch, dtype, seed=0):
+    "The registered surjection, its parameters moved off initialisation, and an input batch"
+    torch.manual_seed(seed)
+    factory, make, exact, trip = SURJECTIONS[name]
+    layer = factory().to(dtype)
+    with torch.no_grad():
+        for p in layer.parameters(): p.add_(torch.randn_like(p) * 0.1)
+    return layer, make(batch, dtype), exact, trip
+
+
+# ---------------------------------------------------------------- normalisation: every layer inside a 1-D or 2-D flow
+def _to_image(c, h, w): return B.Reshape((c * h * w,), (c, h, w))
+def _to_vector(c, h, w): return B.Reshape((c, h, w), (c * h * w,))
+def _r(layer, scale=0.5, seed=0): return _randomize(layer, scale, seed)
+
+_PHI = 0.5 * (1 + math.erf(math.log(0.95 / 0.05) / math.sqrt(2)))   # Logit(0.05) maps (0,1) onto ±logit(0.95) only
+
+# name -> (base size, layers, box low, box high, expected integral[, grid points per axis]); float64, initialised on N(0, I) data
+NORMALIZE = {
+    'LeakyReLU': (2, lambda: [B.LeakyReLU(0.5)], -24, 8, 1.0, 256),   # 0 on a cell edge: the density jumps there
+    'RQSpline': (1, lambda: [_r(B.RQSpline(1, bins=5, bound=2.0), 1.0)], -8, 8, 1.0, 20000),   # steep: a fine 1-D grid
+    'RQSpline-shared': (1, lambda: [_r(B.RQSpline(None, bins=4), 1.0)], -8, 8, 1.0, 20000),
+    'ActNorm': (2, lambda: [B.ActNorm(2)], -8, 8, 1.0),
+    'AffineCoupling': (2, lambda: [_r(B.AffineCoupling(2, hidden_features=8))], -9, 9, 1.0),
+    'AffineCoupling-swap': (2, lambda: [_r(B.AffineCoupling(2, hidden_features=8, swap=True))], -9, 9, 1.0),
+    'AffineCoupling-conv': (2, lambda: [_to_image(2, 1, 1), _r(B.AffineCoupling(2, hidden_features=4, conv=True), 0.3), _to_vector(2, 1, 1)], -9, 9, 1.0),
+    'Conv1x1': (2, lambda: [_to_image(2, 1, 1), _r(B.Conv1x1(2), 0.3), _to_vector(2, 1, 1)], -9, 9, 1.0),
+    'Conv1x1-vector': (2, lambda: [_r(B.Conv1x1(2), 0.3)], -9, 9, 1.0),
+    'Permutation': (2, lambda: [B.Permutation(2, 'reverse'), B.ActNorm(2)], -8, 8, 1.0),
+    'Logit': (lambda f: B.Logit(0.05), 'unit'),
+    'PReLU': (lambda f: _randomize(FL.PReLU(f), 0.5), 'vector'),
+    'PReLU-shared': (lambda f: FL.PReLU(1, 0.3), 'any'),
+    'Flatten': (lambda f: FL.Flatten((f, 2, 2)), 'image-2x2'),
+    'FlowLinear-square': (lambda f: _randomize(FL.FlowLinear(f, f), 0.3), 'vector'),
+    'Log': (lambda f: S.Log(), 'positive'),
+    'SortedToReal': (lambda f: S.SortedToReal(f), 'sorted'),
+}
+
+
+def make_input(kind, batch, features, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    f = max(features, 2) if kind.endswith('min2') else features
+    if kind.startswith('image'):
+        h = 2 if kind in ('image-2x2',) else 4
+        return torch.randn(batch, f, h, h, generator=g, dtype=dtype)
+    if kind == 'unit': return torch.rand(batch, features, generator=g, dtype=dtype) * 0.98 + 0.01
+    if kind == 'positive': return torch.rand(batch, features, generator=g, dtype=dtype) * 3 + 0.1
+    if kind == 'sorted': return torch.cumsum(torch.rand(batch, features, generator=g, dtype=dtype) + 0.1, 1) - 1
+    return torch.randn(batch, f, generator=g, dtype=dtype) * 1.5
+
+
+# ---------------------------------------------------------------- surjections
+# name -> (factory, input maker(batch, dtype), exact, round trip: 'right' | 'left' | None (stochastic inverse))
+def vec(d): return lambda b, dt: torch.randn(b, d, dtype=dt)
+def img(c, h, w): return lambda b, dt: torch.randn(b, c, h, w, dtype=dt)
+def levels(shape, bins): return lambda b, dt: torch.randint(0, bins, (b, *shape)).to(dt)
+
+SURJECTIONS = {
+    'Slice': (lambda: S.Slice(4, 2, hidden_features=8), vec(4), True, 'right'),
+    'Slice-conv': (lambda: S.Slice(3, 1, hidden_features=4, conv=True), img(3, 4, 4), True, 'right'),
+    'Augment': (lambda: S.Augment(2, 5, hidden_features=8), vec(2), False, 'left'),
+    'Abs': (lambda: S.Abs(3, hidden_features=8), vec(3), True, 'right'),
+    'Sort': (lambda: S.Sort(4), vec(4), True, 'right'),
+    'Sort-learned': (lambda: S.Sort(4, learned=True, hidden_features=8), vec(4), True, 'right'),
+    'StochasticPermutation': (lambda: S.StochasticPermutation(3), vec(3), False, None),
+    'MaxPool2d': (lambda: S.MaxPool2d(2, 2, hidden_channels=4), img(2, 4, 6), True, 'right'),
+    'VAE': (lambda: S.VAE(4, 2, hidden_features=8), vec(4), False, None),
+    'UniformDequantization': (lambda: S.UniformDequantization(16, shape=(1, 3, 3)), levels((1, 3, 3), 16), False, 'left'),
+    'VariationalDequantization': (lambda: S.VariationalDequantization((1, 3, 3), bins=16, hidden_features=4), levels((1, 3, 3), 16), False, 'left'),
+    'FlowLinear-reduce': (lambda: FL.FlowLinear(5, 2, hidden_features=8), vec(5), True, 'right'),
+    'FlowLinear-increase': (lambda: FL.FlowLinear(2, 5), vec(2), False, 'left'),
+    'FlowConv2d-exact': (lambda: FL.FlowConv2d(2, 3, 2, stride=2, hidden_channels=4), img(2, 4, 4), True, 'right'),
+    'FlowConv2d-bound': (lambda: FL.FlowConv2d(1, 9, 3, padding=1), img(1, 4, 4), False, 'left'),
+    'MLPFunnel': (lambda: FU.MLPFunnel(5, 2, hidden_features=8), vec(5), True, 'right'),
+    'MLPFunnel-spline': (lambda: FU.MLPFunnel(4, 3, hidden_features=8, transform='spline'), vec(4), True, 'right'),
+    'ConvFunnel': (lambda: FU.ConvFunnel(3, 2, 3, hidden_channels=4), img(3, 5, 4), True, 'right'),
+    'ConvFunnel-k1': (lambda: FU.ConvFunnel(3, 1, 1, hidden_channels=4), img(3, 2, 2), True, 'right'),
+    'LCMASplit': (lambda: DRF.LCMASplit(5, 2, hidden_features=8).fit(torch.randn(5)), vec(5), True, 'right'),
+    'LCMASplit-conv': (lambda: DRF.LCMASplit((4, 3, 2), 1, hidden_features=4).fit(torch.randn(4, 3, 2)), img(4, 3, 2), True, 'right'),
+    'LCMASplit-static': (lambda: DRF.LCMASplit(3, 2, hidden_features=8), vec(3), True, 'right'),
+}
+
+
+def build_surjection(name, batch, dtype, seed=0):
+    "The registered surjection, its parameters moved off initialisation, and an input batch"
+    torch.manual_seed(seed)
+    factory, make, exact, trip = SURJECTIONS[name]
+    layer = factory().to(dtype)
+    with torch.no_grad():
+        for p in layer.parameters(): p.add_(torch.randn_like(p) * 0.1)
+    return layer, make(batch, dtype), exact, trip
+
+
+# ---------------------------------------------------------------- normalisation: every layer inside a 1-D or 2-D flow
+def _to_image(c, h, w): return B.Reshape((c * h * w,), (c, h, w))
+def _to_vector(c, h, w): return B.Reshape((c, h, w), (c * h * w,))
+def _r(layer, scale=0.5, seed=0): return _randomize(layer, scale, seed)
+
+_PHI = 0.5 * (1 + math.erf(math.log(0.95 / 0.05) / math.sqrt(2)))   # Logit(0.05) maps (0,1) onto ±logit(0.95) only
+
+# name -> (base size, layers, box low, box high, expected integral[, grid points per axis]); float64, initialised on N(0, I) data
+NORMALIZE = {
+    'LeakyReLU': (2, lambda: [B.LeakyReLU(0.5)], -24, 8, 1.0, 256),   # 0 on a cell edge: the density jumps there
+    'RQSpline': (1, lambda: [_r(B.RQSpline(1, bins=5, bound=2.0), 1.0)], -8, 8, 1.0, 20000),   # steep: a fine 1-D grid
+    'RQSpline-shared': (1, lambda: [_r(B.RQSpline(None, bins=4), 1.0)], -8, 8, 1.0, 20000),
+    'ActNorm': (2, lambda: [B.ActNorm(2)], -8, 8, 1.0),
+    'AffineCoupling': (2, lambda: [_r(B.AffineCoupling(2, hidden_features=8))], -9, 9, 1.0),
+    'AffineCoupling-swap': (2, lambda: [_r(B.AffineCoupling(2, hidden_features=8, swap=True))], -9, 9, 1.0),
+    'AffineCoupling-conv': (2, lambda: [_to_image(2, 1, 1), _r(B.AffineCoupling(2, hidden_features=4, conv=True), 0.3), _to_vector(2, 1, 1)], -9, 9, 1.0),
+    'Conv1x1': (2, lambda: [_to_image(2, 1, 1), _r(B.Conv1x1(2), 0.3), _to_vector(2, 1, 1)], -9, 9, 1.0),
+    'Conv1x1-vector': (2, lambda: [_r(B.Conv1x1(2), 0.3)], -9, 9, 1.0),
+    'Permutation': (2, lambda: [B.Permutation(2, 'reverse'), B.ActNorm(2)], -8, 8, 1.0),
+    'Logit': (2, lambda: [B.Logit(0.05)], 0.0, 1.0, (2 * _PHI - 1) ** 2),
+    'PReLU': (2, lambda: [_r(FL.PReLU(2, 0.5), 0.1)], -24, 8, 1.0, 256),
+    'PReLU-shared': (2, lambda: [FL.PReLU(1, 0.5)], -24, 8, 1.0, 256),
+    'FlowLinear-square': (2, lambda: [_r(FL.FlowLinear(2, 2), 0.3)], -9, 9, 1.0),
+    'Log': (1, lambda: [S.Log()], 0.0, 60.0, 1.0),
+    'SortedToReal': (2, lambda: [S.Sort(2), S.SortedToReal(2)], [-9, -9.013], [40, 40.021], 1.0, 600),   # log-normal gaps: long tails
+    # exact surjections, 2-D data to a 1-D latent (or 2-D for Abs and Sort)
+    'Slice': (1, lambda: [S.Slice(2, 1, hidden_features=8)], -8, 8, 1.0),
+    'Slice-conv': (1, lambda: [_to_image(2, 1, 1), S.Slice(2, 1, hidden_features=4, conv=True), _to_vector(1, 1, 1)], -8, 8, 1.0),
+    'Abs': (1, lambda: [S.Abs(1, hidden_features=8), S.Log()], -60, 60, 1.0),
+    'Sort': (2, lambda: [S.Sort(2), S.SortedToReal(2)], [-9, -9.013], [40, 40.021], 1.0, 600),
+    'Sort-learned': (2, lambda: [S.Sort(2, learned=True, hidden_features=8), S.SortedToReal(2)], [-9, -9.013], [40, 40.021], 1.0, 600),
+    'MaxPool2d': (1, lambda: [_to_image(1, 1, 2), S.MaxPool2d(1, (1, 2), hidden_channels=4), _to_vector(1, 1, 1)], -8, 8, 1.0),
+    'FlowLinear-reduce': (1, lambda: [FL.FlowLinear(2, 1, hidden_features=8)], -9, 9, 1.0),
+    'FlowConv2d-exact': (1, lambda: [_to_image(1, 1, 2), FL.FlowConv2d(1, 1, (1, 2), stride=(1, 2), hidden_channels=4), _to_vector(1, 1, 1)], -9, 9, 1.0),
+    'MLPFunnel': (1, lambda: [FU.MLPFunnel(2, 1, hidden_features=8)], -9, 9, 1.0),
+    'MLPFunnel-spline': (1, lambda: [FU.MLPFunnel(2, 1, hidden_features=8, transform='spline')], -9, 9, 1.0),
+    'ConvFunnel': (1, lambda: [_to_image(2, 1, 1), FU.ConvFunnel(2, 1, 1, hidden_channels=4), _to_vector(1, 1, 1)], -9, 9, 1.0),
+    'LCMASplit': (1, lambda: [DRF.LCMASplit(2, 1, hidden_features=8).fit(torch.tensor([0.3, -0.2]))], -9, 9, 1.0),
+    # bounded layers: their importance-weighted density estimate is unbiased, so it integrates to one too
+    'Augment': (2, lambda: [S.Augment(1, 2, hidden_features=8)], -8, 8, 1.0),
+    'StochasticPermutation': (2, lambda: [S.StochasticPermutation(2), B.ActNorm(2)], -8, 8, 1.0),
+    'VAE': (1, lambda: [S.VAE(2, 1, hidden_features=8)], -8, 8, 1.0),
+    'FlowLinear-increase': (2, lambda: [FL.FlowLinear(1, 2)], -8, 8, 1.0),
+    'FlowConv2d-bound': (1, lambda: [_to_image(1, 1, 1), FL.FlowConv2d(1, 1, 3, padding=1, hidden_channels=4), _to_vector(1, 1, 1)], -8, 8, 1.0),
+}
+# layers a density check says nothing about: pure rearrangements (log-determinant 0, and invertibility is tested),
+# discrete-data layers (their sum over levels is checked separately), and variants already covered under another name
+NOT_NORMALIZED = {'Squeeze': 'a rearrangement', 'Reshape': 'a rearrangement', 'Flatten': 'a rearrangement',
+                  'UniformDequantization': 'discrete data: summed over levels instead', 'VariationalDequantization': 'discrete data: summed over levels instead',
+                  'ConvFunnel-k1': 'same layer as ConvFunnel', 'LCMASplit-conv': 'same layer as LCMASplit', 'LCMASplit-static': 'same layer as LCMASplit'}
+ONE_D_DATA = {'Log', 'Abs', 'Augment', 'FlowLinear-increase', 'FlowConv2d-bound'}
+
+
+def normalization_flow(name, seed=0):
+    "The float64 flow for `NORMALIZE[name]`, with parameters moved off initialisation and ActNorm initialised"
+    size, layers, lo, hi, expected, *n = NORMALIZE[name]
+    torch.manual_seed(seed)
+    layers = layers()
+    for layer in layers:
+        if isinstance(layer, (S.Slice, S.Abs, S.Sort, S.MaxPool2d, S.Augment, S.VAE, FL.FlowLinear, FL.FlowConv2d, FU.MLPFunnel, FU.ConvFunnel, DRF.LCMASplit)):
+            with torch.no_grad():
+                for p in layer.parameters(): p.add_(torch.randn_like(p) * 0.2)
+    flow = Flow(StandardNormal(size), layers).double()
+    dims = 1 if name in ONE_D_DATA or size == 1 and name.startswith('RQSpline') else 2
+    g = torch.Generator().manual_seed(seed)
+    init = {'Log': lambda n: torch.randn(n, 1, generator=g, dtype=torch.float64).exp(),
+            'Logit': lambda n: torch.rand(n, 2, generator=g, dtype=torch.float64)}.get(name, lambda n: torch.randn(n, dims, generator=g, dtype=torch.float64))
+    with torch.no_grad(): flow.log_prob(init(512))   # data-dependent initialisation (ActNorm) on standard-normal data
+    return flow, dims, lo, hi, expected, (n[0] if n else 2000 if dims == 1 else 250)

@@ -157,3 +157,83 @@ def test_validation_switch_skips_checks_and_restores():
     bad = torch.tensor([[float('nan')]])
     with validation(False): layer(bad)
     with pytest.raises(ValueError, match='non-finite'): layer(bad)
+
+
+# ---------------------------------------------------------------- the full matrix: every registered layer, forward and inverse
+from layers import SURJECTIONS, build_surjection
+
+ANY_SHAPE = {'LeakyReLU', 'RQSpline-shared', 'PReLU-shared', 'Logit', 'Log'}   # elementwise layers: any event shape is valid
+ANY_CHANNELS = {'Squeeze'}   # forward takes any number of channels
+
+
+def _all_layers():
+    for name in BIJECTIONS: yield pytest.param(name, id=name)
+    for name in SURJECTIONS: yield pytest.param(name, id=name)
+
+
+def _layer_input(name):
+    if name in BIJECTIONS:
+        layer, x = layer_and_input(name)
+    else:
+        layer, x, _, _ = build_surjection(name, 4, torch.float32)
+    return layer, x
+
+
+def _wrong_shapes(x):
+    "(label, tensor): one more dimension, one fewer, and one more feature in the first event dimension"
+    fewer = x.flatten(1) if x.dim() > 2 else x[:, 0]
+    return [('extra dimension', x.unsqueeze(-1)), ('missing dimension', fewer), ('wrong size', torch.cat([x, x[:, :1]], 1))]
+
+
+def _assert_clear(error, layer, label):
+    "The error is a ValueError or TypeError from flownb (not torch's internals) that names the layer"
+    assert isinstance(error, (ValueError, TypeError)), f"{label}: {type(error).__name__}: {error}"
+    assert type(layer).__name__ in str(error), f"{label}: the message does not name {type(layer).__name__}: {error}"
+
+
+def _expect_clear_error(fn, layer, label):
+    with pytest.raises(Exception) as info: fn()
+    _assert_clear(info.value, layer, label)
+
+
+@pytest.mark.parametrize('name', _all_layers())
+@pytest.mark.parametrize('side', ['forward', 'inverse'])
+def test_bad_input_matrix(name, side):
+    "Every layer, both directions: wrong rank, wrong size, integer dtype, NaN, ±inf, empty batch, a list, a scalar"
+    layer, x = _layer_input(name)
+    if side == 'inverse':
+        with torch.no_grad(): x = layer(x)[0]
+    fn = layer if side == 'forward' else layer.inverse
+    discrete = 'Dequantization' in name and side == 'forward'
+    cases = [('a list', x.tolist()), ('a scalar', torch.tensor(1.0)), ('empty batch', x[:0])]
+    if not discrete: cases.append(('integer dtype', x.round().to(torch.int64)))
+    for label, fill in (('NaN', float('nan')), ('inf', float('inf')), ('-inf', float('-inf'))):
+        bad = x.detach().float().contiguous().clone(); bad.view(-1)[-1] = fill; cases.append((label, bad))
+    if name not in ANY_SHAPE: cases += [c for c in _wrong_shapes(x.detach()) if not (c[0] == 'wrong size' and name in ANY_CHANNELS and side == 'forward')]
+    for label, bad in cases:
+        _expect_clear_error(lambda: fn(bad), layer, f"{name}.{side} on {label}")
+
+
+# ---------------------------------------------------------------- data loaders
+MNIST_FILES = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte']
+
+
+@pytest.mark.parametrize('damage', ['not gzip', 'truncated gzip', 'gzip of garbage', 'plain garbage'])
+def test_damaged_image_files_give_a_data_error(damage, tmp_path, monkeypatch):
+    import gzip
+    from flownb.data import load_data, DataError
+    monkeypatch.setenv('FLOWNB_CACHE', str(tmp_path / 'cache'))
+    folder = tmp_path / 'mnist'; folder.mkdir()
+    for stem in MNIST_FILES:
+        if damage == 'not gzip': (folder / f'{stem}.gz').write_bytes(b'this is not gzip at all')
+        elif damage == 'truncated gzip': (folder / f'{stem}.gz').write_bytes(gzip.compress(b'\x00\x00\x08\x03' + bytes(5000))[:40])
+        elif damage == 'gzip of garbage': (folder / f'{stem}.gz').write_bytes(gzip.compress(b'garbage'))
+        else: (folder / stem).write_bytes(b'garbage')
+    with pytest.raises(DataError, match='corrupt'): load_data('mnist', folder)
+
+
+def test_loader_arguments(tmp_path):
+    from flownb.data import load_data, DataError
+    with pytest.raises(DataError, match="unknown dataset 'mnsit'; choose from"): load_data('mnsit')
+    with pytest.raises(DataError, match='is not a directory'): load_data('mnist', tmp_path / 'nowhere')
+    with pytest.raises(DataError, match='mnist not found: looked in'): load_data('mnist', tmp_path)
