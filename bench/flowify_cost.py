@@ -1,6 +1,7 @@
 """The price of flowification: time of one training step (forward, backward, Adam step) of a flowified MLP
-784-512-256-128-64-32-8 at batch 128, divided by the time of the same plain MLP, measured in one run; with the Cayley
-map (flownb's default), the matrix exponential (two matrix_exps per layer, as the paper's code) and Householder.
+784-512-256-128-64-32-8 at batch 128, divided by the time of the same plain MLP, measured in one run; with flownb's
+blocked Householder reflections (the default), and torch's Cayley map, matrix exponential (two matrix_exps per layer,
+as the paper's code) and Householder parametrizations.
 
     python bench/flowify_cost.py [--quick] [--out bench/results/flowify_cost.json]
 """
@@ -40,19 +41,20 @@ def main():
     ap.add_argument('--quick', action='store_true', help='fewer repeats')
     ap.add_argument('--out', default='bench/results/flowify_cost.json')
     ap.add_argument('--device', default='cpu')
+    ap.add_argument('--threads', type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     steps = 5 if args.quick else 15
     x = torch.rand(128, 784, device=args.device)
     plain = plain_mlp().to(args.device)
     results = {'plain_step_s': median_step(plain, lambda m, x: m(x).square().mean(), x, steps)}
-    for name in ['cayley', 'matrix_exp', 'householder']:
+    for name in ['blocked_householder', 'cayley', 'matrix_exp', 'householder']:
         flow = Flow(StandardNormal(8), flowify(plain_mlp(), linear_options={'orthogonal_map': name})).to(args.device)
         t = median_step(flow, lambda m, x: -m.log_prob(x).mean(), x, steps)
         results[f'{name}_step_s'] = t
         results[f'{name}_ratio'] = t / results['plain_step_s']
-        print(f"flowified MLP ({name:11s}) training step / plain MLP step = {t / results['plain_step_s']:6.1f}x")
+        print(f"flowified MLP ({name:19s}) training step / plain MLP step = {t / results['plain_step_s']:6.1f}x")
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
     results.update(date=time.strftime('%Y-%m-%d'), commit=commit, device=args.device, threads=torch.get_num_threads(),
                    machine=platform.machine(), torch=torch.__version__, batch=128, widths=WIDTHS, steps=steps)

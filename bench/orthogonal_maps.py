@@ -1,6 +1,7 @@
-"""Which orthogonal parametrization should FlowLinear use? Times `torch.nn.utils.parametrizations.orthogonal` with each
-of its maps (matrix_exp, cayley, householder) against a plain nn.Linear, forward + backward at batch 128, as ratios
-measured in one run, and the float32 orthogonality error ||Q^T Q - I||_max after optimizer steps.
+"""Which orthogonal parametrization should FlowLinear use? Times flownb's blocked Householder reflections and
+`torch.nn.utils.parametrizations.orthogonal` with each of its maps (matrix_exp, cayley, householder) against a plain
+nn.Linear, forward + backward at batch 128, as ratios measured in one run, and the float32 orthogonality error
+||Q^T Q - I||_max after optimizer steps.
 
     python bench/orthogonal_maps.py [--quick] [--out bench/results/orthogonal_maps.json]
 """
@@ -11,7 +12,23 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
-MAPS = ['matrix_exp', 'cayley', 'householder']
+from flownb.flowify_linear import BlockHouseholder
+
+MAPS = ['blocked_householder', 'matrix_exp', 'cayley', 'householder']
+
+
+class Blocked(nn.Module):
+    "x -> x Q with flownb's BlockHouseholder, as a layer"
+    def __init__(self, d):
+        super().__init__(); self.q = BlockHouseholder(d)
+    def forward(self, x): return self.q.right(x)
+    @property
+    def weight(self): return self.q.weight
+
+
+def layer(orthogonal_map, d):
+    if orthogonal_map == 'blocked_householder': return Blocked(d)
+    return orthogonal(nn.Linear(d, d, bias=False), orthogonal_map=orthogonal_map)
 
 
 def step_time(module, x, repeats):
@@ -28,14 +45,14 @@ def step_time(module, x, repeats):
 
 def drift(orthogonal_map, d, steps):
     torch.manual_seed(0)
-    layer = orthogonal(nn.Linear(d, d, bias=False), orthogonal_map=orthogonal_map)
-    opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    lay = layer(orthogonal_map, d)
+    opt = torch.optim.Adam(lay.parameters(), lr=1e-2)
     x = torch.randn(128, d)
     target = torch.randn(128, d)
     for _ in range(steps):
-        loss = (layer(x) - target).square().mean()
+        loss = (lay(x) - target).square().mean()
         opt.zero_grad(); loss.backward(); opt.step()
-    with torch.no_grad(): q = layer.weight
+    with torch.no_grad(): q = lay.weight
     return (q.T @ q - torch.eye(d)).abs().max().item()
 
 
@@ -43,8 +60,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--out', default='bench/results/orthogonal_maps.json')
+    ap.add_argument('--threads', type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     dims = [64, 256, 784] if args.quick else [64, 128, 256, 512, 784, 1024, 2048]
     repeats = 3 if args.quick else 7
     rows = []
@@ -53,9 +71,8 @@ def main():
         plain = step_time(nn.Linear(d, d), x, repeats)
         row = {'d': d, 'plain_linear_s': plain}
         for m in MAPS:
-            if m == 'householder' or d <= 2048:
-                t = step_time(orthogonal(nn.Linear(d, d, bias=False), orthogonal_map=m), x, repeats)
-                row[f'{m}_ratio'] = t / plain
+            t = step_time(layer(m, d), x, repeats)
+            row[f'{m}_ratio'] = t / plain
         rows.append(row)
         print(f"d={d:5d}  " + '  '.join(f"{m}: {row[f'{m}_ratio']:7.1f}x" for m in MAPS) + f"   (ratios to nn.Linear fwd+bwd, batch 128)")
     steps = 200 if args.quick else 2000

@@ -5,6 +5,8 @@ flowification, the cost of the orthogonal factors as d grows, sampling throughpu
     python bench/run.py                  # + MNIST (../shared/data/mnist or --mnist-dir), longer budgets
     python bench/run.py --device cuda    # on a GPU: absolute times are then meaningful (name the device)
 
+The peers are optional: `pip install zuko nflows` (a missing one is skipped with a message).
+
 Fairness rules, the same for every model:
 - one thread (`torch.set_num_threads(1)`) and a budget in *CPU seconds of this process* (`time.process_time`), so other
   jobs on a shared machine slow every model's clock the same way instead of stealing one model's budget (on a GPU the
@@ -18,7 +20,7 @@ Fairness rules, the same for every model:
 
 Writes `bench/results/*.json`, plots, and `bench/results/TABLE.md` (the README's tables). Nothing here asserts a time.
 """
-import argparse, copy, json, math, platform, subprocess, sys, time
+import argparse, copy, importlib.util, json, math, platform, subprocess, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -157,6 +159,9 @@ def likelihood(data, budget_s, device, eval_k, models):
     for name in models:
         if name.startswith('flowify-conv') or name == 'maxpool':
             if len(data.shape) != 3: continue
+        if name in PEERS and importlib.util.find_spec(name.split('-')[0]) is None:
+            print(f"  {name:15s} skipped: {name.split('-')[0]} is not installed (pip install zuko nflows)", flush=True)
+            continue
         torch.manual_seed(0)
         model = build(name, data, target).to(device)
         steps, used, train_bpd = train_for(model, data, budget_s, device)

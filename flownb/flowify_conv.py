@@ -45,7 +45,7 @@ class FlowConv2d(Surjection):
     """
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
                  hidden_channels: int = 32, context_features: int = 0, input_size: tuple[int, int] | None = None,
-                 orthogonal_map: str = 'cayley'):
+                 orthogonal_map: str = 'blocked_householder'):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)

@@ -16,18 +16,80 @@ from .core import Transform, Bijection, Surjection, check_input
 from .distributions import ConditionalNormal
 
 # %% auto #0
-__all__ = ['SVDFactors', 'FlowLinear', 'use_noise_mean']
+__all__ = ['ORTHOGONAL_MAPS', 'BlockHouseholder', 'SVDFactors', 'FlowLinear', 'use_noise_mean']
+
+# %% ../nbs/04_flowify_linear.ipynb #351e39eb
+class BlockHouseholder(nn.Module):
+    "An orthogonal $d\\times d$ matrix $Q = H(y_1)\\cdots H(y_{d-1})\\,D$ of Householder reflections, applied to batches in blocks and never formed"
+    def __init__(self, d: int, block: int = 64):
+        super().__init__()
+        if d < 1 or block < 1: raise ValueError(f"BlockHouseholder: d and block must be positive, got d={d}, block={block}")
+        self.d, self.block = d, block
+        self.vectors = nn.Parameter(torch.empty(d, d - 1))           # y_1 … y_{d-1}, unnormalised
+        self.register_buffer('signs', torch.ones(d))                  # D = diag(±1), fixed
+        with torch.no_grad(): self.load(torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0])  # random orthogonal start
+
+    def extra_repr(self): return f'd={self.d}, block={self.block}'
+
+    @torch.no_grad()
+    def load(self, q: Tensor) -> 'BlockHouseholder':
+        "Set the reflections so that the matrix equals the orthogonal matrix `q`, through the Householder QR `torch.geqrf`"
+        d = self.d
+        if tuple(q.shape) != (d, d): raise ValueError(f"BlockHouseholder({d}).load: expected a ({d}, {d}) orthogonal matrix, got {tuple(q.shape)}")
+        a, tau = torch.geqrf(q.detach().to(torch.float64))
+        eye = torch.eye(d, dtype=torch.float64, device=q.device)
+        y = torch.tril(a, -1)[:, :d - 1] + eye[:, :d - 1]    # LAPACK's reflectors: unit diagonal, zeros above it
+        signs = torch.diagonal(a).sign()                     # R = diag(±1) for an orthogonal q
+        skipped = tau[:d - 1].abs() < 1e-12                  # step i needed no reflection: use H(e_i) and flip D_i back
+        y[:, skipped] = eye[:, :d - 1][:, skipped]
+        signs[:d - 1][skipped] *= -1
+        self.vectors.copy_(y); self.signs.copy_(signs)
+        return self
+
+    def _blocks(self):
+        "Per block of reflections: Y (d, k) and the upper-triangular S with H(y_1)⋯H(y_k) = I - Y S⁻¹ Yᵀ"
+        if self.vectors.shape[1] == 0: return
+        for y in self.vectors.split(self.block, dim=1):
+            g = y.T @ y
+            yield y, torch.triu(g, 1) + torch.diag_embed(g.diagonal() / 2)
+
+    def right(self, x: Tensor) -> Tensor:
+        "$xQ$ for row vectors `x` (..., d)"
+        for y, s in self._blocks():
+            x = x - torch.linalg.solve_triangular(s, x @ y, upper=True, left=False) @ y.T
+        return x * self.signs
+
+    def right_t(self, x: Tensor) -> Tensor:
+        "$xQ^\\top$ for row vectors `x` (..., d): undoes `right`"
+        x = x * self.signs
+        for y, s in reversed(list(self._blocks())):
+            x = x - torch.linalg.solve_triangular(s.T, x @ y, upper=False, left=False) @ y.T
+        return x
+
+    @property
+    def weight(self) -> Tensor:
+        "The matrix $Q$ itself, formed on request ($O(d^3)$; training never needs it)"
+        return self.right(torch.eye(self.d, dtype=self.vectors.dtype, device=self.vectors.device))
+
+ORTHOGONAL_MAPS = ('blocked_householder', 'cayley', 'matrix_exp', 'householder')
+
+def _orthogonal(d: int, orthogonal_map: str) -> nn.Module:
+    "flownb's blocked reflections, or a `torch.nn.utils.parametrizations.orthogonal` layer with one of torch's maps"
+    if orthogonal_map == 'blocked_householder': return BlockHouseholder(d)
+    return orthogonal(nn.Linear(d, d, bias=False), orthogonal_map=orthogonal_map)
+
 
 # %% ../nbs/04_flowify_linear.ipynb #c012e621
 class SVDFactors(nn.Module):
     "$W = U\\,\\mathrm{diag}(s)\\,V^\\top$ (plus bias) with orthogonal $U$, $V$ and $s > 0$; the maths shared by flowified layers"
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, orthogonal_map: str = 'cayley'):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, orthogonal_map: str = 'blocked_householder'):
         super().__init__()
         if in_features < 1 or out_features < 1: raise ValueError(f"SVDFactors: sizes must be positive, got {in_features}→{out_features}")
+        if orthogonal_map not in ORTHOGONAL_MAPS:
+            raise ValueError(f"SVDFactors: orthogonal_map must be one of {', '.join(map(repr, ORTHOGONAL_MAPS))}; got {orthogonal_map!r}")
         store_attr('in_features,out_features,orthogonal_map')
         self.rank = min(in_features, out_features)
-        self.U = orthogonal(nn.Linear(out_features, out_features, bias=False), orthogonal_map=orthogonal_map)
-        self.V = orthogonal(nn.Linear(in_features, in_features, bias=False), orthogonal_map=orthogonal_map)
+        self.U, self.V = _orthogonal(out_features, orthogonal_map), _orthogonal(in_features, orthogonal_map)
         self.log_s = nn.Parameter(torch.zeros(self.rank))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
@@ -36,25 +98,32 @@ class SVDFactors(nn.Module):
         super()._apply(fn, recurse)
         with torch.no_grad():
             for m in (self.U, self.V):
+                if isinstance(m, BlockHouseholder): continue   # orthogonal by construction, in any dtype
                 param = m.parametrizations.weight[0]
                 if getattr(param, 'base', None) is not None:
                     q, r = torch.linalg.qr(param.base)
                     param.base = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
         return self
 
+    @staticmethod
+    def _times(q: nn.Module, x: Tensor, transpose: bool = False) -> Tensor:
+        "Row vectors `x` times the orthogonal factor `q` (or its transpose)"
+        if isinstance(q, BlockHouseholder): return q.right_t(x) if transpose else q.right(x)
+        return x @ (q.weight.T if transpose else q.weight)
+
     def rotate_in(self, x: Tensor) -> Tensor:
         "$V^\\top x$ for row vectors `x` (..., in_features)"
-        return x @ self.V.weight
+        return self._times(self.V, x)
 
     def rotate_back(self, y: Tensor) -> Tensor:
         "$V y$: undo `rotate_in`"
-        return y @ self.V.weight.T
+        return self._times(self.V, y, transpose=True)
 
     def scale_out(self, y: Tensor) -> Tensor:
         "$U\\,\\mathrm{diag}(s, 1, \\dots)\\,y + b$ for `y` (..., out_features); coordinates past the rank are not scaled"
         s = self.log_s.exp()
         if self.rank < self.out_features: s = torch.cat([s, s.new_ones(self.out_features - self.rank)])
-        z = (y * s) @ self.U.weight.T
+        z = self._times(self.U, y * s, transpose=True)
         return z if self.bias is None else z + self.bias
 
     def unscale_out(self, z: Tensor) -> Tensor:
@@ -62,7 +131,7 @@ class SVDFactors(nn.Module):
         if self.bias is not None: z = z - self.bias
         s = self.log_s.exp()
         if self.rank < self.out_features: s = torch.cat([s, s.new_ones(self.out_features - self.rank)])
-        return (z @ self.U.weight) / s
+        return self._times(self.U, z) / s
 
     def log_det(self) -> Tensor:
         "$\\sum_i \\log s_i$"
@@ -78,8 +147,9 @@ class SVDFactors(nn.Module):
     def load_linear(self, weight: Tensor, bias: Tensor | None, min_singular_value: float = 1e-6):
         "Set the factors from a dense weight through `torch.linalg.svd`, so that `weight` reproduces it"
         u, s, vh = torch.linalg.svd(weight.detach().to(self.log_s.dtype), full_matrices=True)
-        self.U.weight = u
-        self.V.weight = vh.T
+        for q, value in ((self.U, u), (self.V, vh.T)):
+            if isinstance(q, BlockHouseholder): q.load(value)
+            else: q.weight = value
         self.log_s.copy_(s.clamp(min=min_singular_value).log())
         if self.bias is not None: self.bias.copy_(bias.detach() if bias is not None else torch.zeros_like(self.bias))
 
@@ -99,7 +169,7 @@ class FlowLinear(Surjection):
         bias: learn a bias b.
         hidden_features, num_layers: the network of the dropped directions' density (reducing case).
         context_features: size of an optional context vector given to that network.
-        orthogonal_map: 'cayley' (default), 'matrix_exp' or 'householder', see above.
+        orthogonal_map: 'blocked_householder' (default), or torch's 'cayley', 'matrix_exp' or 'householder'; see above.
 
     Example:
         >>> layer = FlowLinear(784, 64)          # or FlowLinear.from_linear(nn.Linear(784, 64))
@@ -107,7 +177,7 @@ class FlowLinear(Surjection):
         >>> x = layer.inverse(z)                  # samples the 720 dropped directions
     """
     def __init__(self, in_features: int, out_features: int, bias: bool = True, hidden_features: int = 64,
-                 num_layers: int = 2, context_features: int = 0, orthogonal_map: str = 'cayley'):
+                 num_layers: int = 2, context_features: int = 0, orthogonal_map: str = 'blocked_householder'):
         super().__init__()
         store_attr('in_features,out_features,context_features')
         self.svd = SVDFactors(in_features, out_features, bias, orthogonal_map)

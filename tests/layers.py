@@ -53,6 +53,7 @@ BIJECTIONS = {
     'PReLU-shared': (lambda f: FL.PReLU(1, 0.3), 'any'),
     'Flatten': (lambda f: FL.Flatten((f, 2, 2)), 'image-2x2'),
     'FlowLinear-square': (lambda f: _randomize(FL.FlowLinear(f, f), 0.3), 'vector'),
+    'FlowLinear-cayley': (lambda f: _randomize(FL.FlowLinear(f, f, orthogonal_map='cayley'), 0.3), 'vector'),
     'Log': (lambda f: S.Log(), 'positive'),
     'SortedToReal': (lambda f: S.SortedToReal(f), 'sorted'),
 }
@@ -136,6 +137,7 @@ NORMALIZE = {
     'PReLU-shared': (lambda f: FL.PReLU(1, 0.3), 'any'),
     'Flatten': (lambda f: FL.Flatten((f, 2, 2)), 'image-2x2'),
     'FlowLinear-square': (lambda f: _randomize(FL.FlowLinear(f, f), 0.3), 'vector'),
+    'FlowLinear-cayley': (lambda f: _randomize(FL.FlowLinear(f, f, orthogonal_map='cayley'), 0.3), 'vector'),
     'Log': (lambda f: S.Log(), 'positive'),
     'SortedToReal': (lambda f: S.SortedToReal(f), 'sorted'),
 }
@@ -218,6 +220,7 @@ NORMALIZE = {
     'PReLU': (2, lambda: [_r(FL.PReLU(2, 0.5), 0.1)], -24, 8, 1.0, 256),
     'PReLU-shared': (2, lambda: [FL.PReLU(1, 0.5)], -24, 8, 1.0, 256),
     'FlowLinear-square': (2, lambda: [_r(FL.FlowLinear(2, 2), 0.3)], -9, 9, 1.0),
+    'FlowLinear-cayley': (2, lambda: [_r(FL.FlowLinear(2, 2, orthogonal_map='cayley'), 0.3)], -9, 9, 1.0),
     'Log': (1, lambda: [S.Log()], 0.0, 60.0, 1.0),
     'SortedToReal': (2, lambda: [S.Sort(2), S.SortedToReal(2)], [-9, -9.013], [40, 40.021], 1.0, 600),   # log-normal gaps: long tails
     # exact surjections, 2-D data to a 1-D latent (or 2-D for Abs and Sort)

@@ -167,8 +167,7 @@ ANY_CHANNELS = {'Squeeze'}   # forward takes any number of channels
 
 
 def _all_layers():
-    for name in BIJECTIONS: yield pytest.param(name, id=name)
-    for name in SURJECTIONS: yield pytest.param(name, id=name)
+    return [pytest.param(name, id=name) for name in (*BIJECTIONS, *SURJECTIONS)]
 
 
 def _layer_input(name):

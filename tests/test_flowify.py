@@ -9,6 +9,7 @@ from hypothesis import given, strategies as st
 from flownb.core import Flow
 from flownb.distributions import StandardNormal
 from flownb.flowify import FlowLinear, FlowConv2d, PReLU, Flatten, flowify, use_noise_mean
+from flownb.flowify_linear import BlockHouseholder, ORTHOGONAL_MAPS
 from flownb.checks import check_inverse, check_logdet, check_normalized
 
 
@@ -97,6 +98,28 @@ def test_flowified_network_state_dict_round_trip():
     buf = io.BytesIO(); torch.save(flow.state_dict(), buf); buf.seek(0)
     copy.load_state_dict(torch.load(buf))
     with torch.no_grad(): torch.testing.assert_close(copy(x)[0], a[0])
+
+
+@given(d=st.integers(1, 40), block=st.integers(1, 9), seed=st.integers(0, 2**16))
+def test_block_householder_is_orthogonal_and_loads_any_orthogonal_matrix(d, block, seed):
+    torch.manual_seed(seed)
+    q = BlockHouseholder(d, block).double()
+    with torch.no_grad(): q.vectors.mul_(torch.rand(1, max(d - 1, 0), dtype=torch.float64) * 3 + 0.01)   # norms do not matter
+    Q = q.weight
+    torch.testing.assert_close(Q.T @ Q, torch.eye(d, dtype=torch.float64), atol=1e-12, rtol=0)
+    x = torch.randn(4, d, dtype=torch.float64)
+    torch.testing.assert_close(q.right_t(x), x @ Q.T, atol=1e-12, rtol=0)
+    target = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0]
+    if seed % 3 == 0: target = torch.eye(d, dtype=torch.float64)[torch.randperm(d)]   # permutations: QR steps with no reflection
+    torch.testing.assert_close(q.load(target).weight, target, atol=1e-12, rtol=0)
+
+
+def test_orthogonal_map_choices():
+    x = torch.randn(6, 5, dtype=torch.float64)
+    linear = nn.Linear(5, 3).double()
+    outs = [use_noise_mean(FlowLinear.from_linear(linear, orthogonal_map=m))(x)[0] for m in ORTHOGONAL_MAPS]
+    for out in outs: torch.testing.assert_close(out, linear(x).detach(), atol=1e-9, rtol=0)   # every map reproduces the layer
+    with pytest.raises(ValueError, match="orthogonal_map must be one of 'blocked_householder', 'cayley'"): FlowLinear(3, 2, orthogonal_map='qr')
 
 
 def test_flowify_bad_input_and_unsupported():
