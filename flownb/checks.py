@@ -142,10 +142,19 @@ def _flow_device_dtype(flow):
     if p is None: p = next(iter(flow.buffers()), None)
     return (p.device, p.dtype) if p is not None else (torch.device('cpu'), torch.get_default_dtype())
 
+def _require_initialized(flow: Flow, check: str):
+    "Grid checks evaluate the flow as it is: a layer still waiting for its data-dependent init (ActNorm) would initialise on the grid"
+    for name, m in flow.named_modules():
+        flag = getattr(m, 'initialized', None)
+        if isinstance(flag, Tensor) and not bool(flag):
+            raise ValueError(f"{check}: {type(m).__name__} at {name} is not initialised yet; run the flow on a batch of data first "
+                             f"(e.g. `flow.log_prob(x)`), otherwise it would initialise itself from the grid points")
+
 @torch.no_grad()
 def density_grid(flow: Flow, lo: float | Sequence[float], hi: float | Sequence[float], n: int | None = None,
                  dims: int | None = None, k: int | None = None, context: Tensor | None = None, chunk: int = 8192):
     "Evaluate $p(x)$ on an `n` (1-D) or `n×n` (2-D) midpoint grid over `[lo, hi]`; returns `(axes, density, cell_volume)`"
+    _require_initialized(flow, 'density_grid')
     device, dtype = _flow_device_dtype(flow)
     dims = dims or (len(lo) if isinstance(lo, Sequence) else _infer_dims(flow, dtype, device))
     if dims not in (1, 2): raise ValueError(f"density_grid: dims must be 1 or 2, got {dims}")
