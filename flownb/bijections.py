@@ -16,8 +16,8 @@ from .core import Bijection, check_input, _checks_active
 from .distributions import mlp, conv_net, soft_clamp, _with_context, _context_input
 
 # %% auto #0
-__all__ = ['LeakyReLU', 'rational_quadratic_spline', 'RQSpline', 'ActNorm', 'AffineCoupling', 'Conv1x1', 'Permutation', 'Squeeze',
-           'Reshape', 'Logit']
+__all__ = ['LeakyReLU', 'rational_quadratic_spline', 'RQSpline', 'ActNorm', 'AffineCoupling', 'SplineCoupling', 'Conv1x1',
+           'Permutation', 'Squeeze', 'Reshape', 'Logit']
 
 # %% ../nbs/03_bijections.ipynb #e0019626
 def _sum_per_sample(t: Tensor) -> Tensor:
@@ -211,7 +211,34 @@ class ActNorm(Bijection):
         return (z - self.shift.reshape(self._shape(z))) * (-self.log_scale).exp().reshape(self._shape(z))
 
 # %% ../nbs/03_bijections.ipynb #d6692962
-class AffineCoupling(Bijection):
+class _Coupling(Bijection):
+    "What every coupling layer shares: the split along dim 1, the conditioner network and its input checks"
+    def __init__(self, features: int, params_per_feature: int, hidden_features: int, num_layers: int,
+                 context_features: int, swap: bool, conv: bool):
+        super().__init__()
+        if features < 2: raise ValueError(f"{type(self).__name__}: needs at least 2 features to split, got {features}")
+        store_attr('features,context_features,swap,conv')
+        self.kept = features // 2 if not swap else features - features // 2
+        self.changed = features - self.kept
+        build = conv_net if conv else mlp
+        self.net = build(self.kept + context_features, params_per_feature * self.changed, hidden_features, num_layers)
+
+    def _name(self): return f'{type(self).__name__}({self.features})'
+
+    def _split(self, x):
+        "(kept part a, changed part b)"
+        if self.swap: return x[:, self.changed:], x[:, :self.changed]
+        return x[:, :self.kept], x[:, self.kept:]
+
+    def _join(self, a, b): return torch.cat([a, b], 1) if not self.swap else torch.cat([b, a], 1)
+
+    def _conditioner(self, a, context):
+        "The conditioner's output for the kept part (and the context)"
+        return self.net(_context_input(self._name(), a, context, self.context_features))
+
+    def _pattern(self): return [(self.features, 'height', 'width')] if self.conv else [(self.features,)]
+
+class AffineCoupling(_Coupling):
     """Affine coupling: keep one half of the features, scale and shift the other half by functions of the first.
 
     Direction: data → latent, `(batch, features)` (MLP conditioner) or `(batch, features, height, width)` with
@@ -235,28 +262,12 @@ class AffineCoupling(Bijection):
     """
     def __init__(self, features: int, hidden_features: int = 64, num_layers: int = 2, context_features: int = 0,
                  swap: bool = False, conv: bool = False, max_log_scale: float = 3.0):
-        super().__init__()
-        if features < 2: raise ValueError(f"AffineCoupling: needs at least 2 features to split, got {features}")
-        store_attr('features,context_features,swap,conv,max_log_scale')
-        self.kept = features // 2 if not swap else features - features // 2
-        self.changed = features - self.kept
-        build = conv_net if conv else mlp
-        self.net = build(self.kept + context_features, 2 * self.changed, hidden_features, num_layers)
-
-    def _name(self): return f'AffineCoupling({self.features})'
-
-    def _split(self, x):
-        "(kept part a, changed part b)"
-        if self.swap: return x[:, self.changed:], x[:, :self.changed]
-        return x[:, :self.kept], x[:, self.kept:]
-
-    def _join(self, a, b): return torch.cat([a, b], 1) if not self.swap else torch.cat([b, a], 1)
+        super().__init__(features, 2, hidden_features, num_layers, context_features, swap, conv)
+        self.max_log_scale = max_log_scale
 
     def _params(self, a, context):
-        raw_scale, shift = self.net(_context_input(self._name(), a, context, self.context_features)).chunk(2, 1)
+        raw_scale, shift = self._conditioner(a, context).chunk(2, 1)
         return soft_clamp(raw_scale, self.max_log_scale), shift
-
-    def _pattern(self): return [(self.features, 'height', 'width')] if self.conv else [(self.features,)]
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_input(self._name(), x, *self._pattern())
@@ -269,6 +280,55 @@ class AffineCoupling(Bijection):
         a, b = self._split(z)
         log_scale, shift = self._params(a, context)
         return self._join(a, (b - shift) * (-log_scale).exp())
+
+
+# %% ../nbs/03_bijections.ipynb #18e6264a
+class SplineCoupling(_Coupling):
+    """Rational-quadratic spline coupling: keep one half of the features, pass each feature of the other half through a
+    monotone spline whose knots are functions of the first half.
+
+    Direction: data → latent, `(batch, features)` (MLP conditioner) or `(batch, features, height, width)` with
+    `conv=True` (convolutional conditioner). Exact. Identity at initialisation; identity outside `[-bound, bound]`.
+
+    References: Durkan et al., "Neural Spline Flows", NeurIPS 2019, https://arxiv.org/abs/1906.04032
+
+    Arguments:
+        features: number of features (channels with `conv=True`), at least 2.
+        hidden_features: width of the conditioner network.
+        num_layers: hidden layers of the conditioner.
+        context_features: size of an optional context vector given to the conditioner.
+        swap: transform the first half given the second instead of the second given the first.
+        conv: image inputs with a convolutional conditioner.
+        bins: number of spline bins K.
+        bound: the splines act on `[-bound, bound]`.
+
+    Example:
+        >>> t = SplineCoupling(4, hidden_features=32, bins=8)
+        >>> z, ldj = t(torch.randn(8, 4))
+        >>> x = t.inverse(z)
+    """
+    def __init__(self, features: int, hidden_features: int = 64, num_layers: int = 2, context_features: int = 0,
+                 swap: bool = False, conv: bool = False, bins: int = 8, bound: float = 3.0):
+        if bins < 2: raise ValueError(f"SplineCoupling: bins must be at least 2, got {bins}")
+        if not bound > 0: raise ValueError(f"SplineCoupling: bound must be > 0, got {bound}")
+        super().__init__(features, 3 * bins - 1, hidden_features, num_layers, context_features, swap, conv)
+        self.bins, self.bound = bins, bound
+
+    def _spline(self, t: Tensor, context, inverse: bool) -> tuple[Tensor, Tensor]:
+        check_input(self._name() + ('.inverse' if inverse else ''), t, *self._pattern())
+        a, b = self._split(t)
+        raw = self._conditioner(a, context)                          # (batch, changed·(3K-1)[, H, W])
+        raw = raw.reshape(raw.shape[0], self.changed, 3 * self.bins - 1, *raw.shape[2:]).movedim(2, -1)
+        k = self.bins
+        y, logd = rational_quadratic_spline(b, raw[..., :k], raw[..., k:2 * k], raw[..., 2 * k:], bound=self.bound, inverse=inverse)
+        return self._join(a, y), _sum_per_sample(logd)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._spline(x, context, inverse=False)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        return self._spline(z, context, inverse=True)[0]
+
 
 # %% ../nbs/03_bijections.ipynb #d941605a
 class Conv1x1(Bijection):

@@ -13,7 +13,7 @@ from torch import nn
 
 from .core import Flow, Transform
 from .distributions import StandardNormal
-from .bijections import ActNorm, AffineCoupling, Conv1x1, Squeeze, Logit, RQSpline
+from .bijections import ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Squeeze, Logit, RQSpline
 from .flowify import flowify, Flatten
 from .surjections import MaxPool2d, Slice, UniformDequantization, VariationalDequantization
 from .funnels import ConvFunnel, MLPFunnel
@@ -21,8 +21,8 @@ from .drf import LCMASplit, LowDimPrior
 
 # %% auto #0
 __all__ = ['MODELS', 'ModelSpec', 'register_model', 'create_model', 'continuous_part_exact', 'latent_shape', 'num_parameters',
-           'gaussian', 'realnvp', 'flowify_mlp', 'flowify_mlp_coupling', 'flowify_conv1', 'flowify_conv2', 'funnel',
-           'maxpool', 'slice_', 'multiscale', 'lcma', 'drf_prior']
+           'gaussian', 'realnvp', 'flowify_mlp', 'flowify_mlp_coupling', 'flowify_conv1', 'flowify_conv1_coupling',
+           'flowify_conv2', 'flowify_conv2_coupling', 'funnel', 'maxpool', 'slice_', 'multiscale', 'lcma', 'drf_prior']
 
 # %% ../nbs/12_models.ipynb #075b6cc5
 @dataclass
@@ -140,31 +140,47 @@ def flowify_mlp(shape, bins, latent: int = 8, hidden: int = 64, **_):
     module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent))
     return _flowified(shape, bins, module, latent, hidden)
 
-@register_model('flowify-mlp-coupling', 'Flowification: flowify(MLP) with an affine coupling and an elementwise spline after each activation')
+def _spline_block(width: int, hidden: int, conv: bool = False) -> list[Transform]:
+    "The block the paper's `-coupling` variants put after each activation: a rational-quadratic spline coupling"
+    return [SplineCoupling(width, hidden // 2 if conv else hidden, conv=conv, bound=4.0)] if width >= 2 else []
+
+@register_model('flowify-mlp-coupling', 'Flowification: flowify(MLP) with a rational-quadratic spline coupling after each activation')
 def flowify_mlp_coupling(shape, bins, latent: int = 8, hidden: int = 64, **_):
     d, latent = math.prod(shape), min(latent, math.prod(shape))
-    between = lambda w: [AffineCoupling(w, hidden), RQSpline(w, bound=4.0)]
-    module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent, between=between))
+    module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent, between=lambda w: _spline_block(w, hidden)))
     return _flowified(shape, bins, module, latent, hidden)
 
-@register_model('flowify-conv1', 'Flowification: overlapping 3x3 stride-2 convolutions (padding 1), then the MLP; a bound', data='image')
-def flowify_conv1(shape, bins, latent: int = 8, hidden: int = 64, **_):
+def _conv1(shape, bins, latent: int, hidden: int, coupling: bool) -> Flow:
     c, h, w = shape
     convs = [nn.Conv2d(c, 4 * c, 3, stride=2, padding=1), nn.LeakyReLU(0.1)]
     h, w, c = (h + 1) // 2, (w + 1) // 2, 4 * c
-    module = nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent))
-    return _flowified(shape, bins, module, latent, hidden)
+    if coupling: convs += _spline_block(c, hidden, conv=True)
+    between = (lambda width: _spline_block(width, hidden)) if coupling else None
+    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, between=between)), latent, hidden)
 
-@register_model('flowify-conv2', 'Flowification: non-overlapping 2x2 stride-2 convolutions, then the MLP; exact', data='image')
-def flowify_conv2(shape, bins, latent: int = 8, hidden: int = 64, **_):
+def _conv2(shape, bins, latent: int, hidden: int, coupling: bool) -> Flow:
     c, h, w = shape
     convs = []
     for _ in range(2):
         if h % 2 or w % 2: break
         convs += [nn.Conv2d(c, 4 * c, 2, stride=2), nn.LeakyReLU(0.1)]; c, h, w = 4 * c, h // 2, w // 2
+        if coupling: convs += _spline_block(c, hidden, conv=True)
     if not convs: raise ValueError(f"flowify-conv2 needs an even image height and width, got {shape[1]}×{shape[2]}")
-    module = nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent))
-    return _flowified(shape, bins, module, latent, hidden)
+    between = (lambda width: _spline_block(width, hidden)) if coupling else None
+    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, between=between)), latent, hidden)
+
+@register_model('flowify-conv1', 'Flowification: overlapping 3x3 stride-2 convolutions (padding 1), then the MLP; a bound', data='image')
+def flowify_conv1(shape, bins, latent: int = 8, hidden: int = 64, **_): return _conv1(shape, bins, latent, hidden, coupling=False)
+
+@register_model('flowify-conv1-coupling', 'Flowification: flowify-conv1 with a spline coupling after each activation; a bound', data='image')
+def flowify_conv1_coupling(shape, bins, latent: int = 8, hidden: int = 64, **_): return _conv1(shape, bins, latent, hidden, coupling=True)
+
+@register_model('flowify-conv2', 'Flowification: non-overlapping 2x2 stride-2 convolutions, then the MLP; exact', data='image')
+def flowify_conv2(shape, bins, latent: int = 8, hidden: int = 64, **_): return _conv2(shape, bins, latent, hidden, coupling=False)
+
+@register_model('flowify-conv2-coupling', 'Flowification: flowify-conv2 with a spline coupling after each activation; exact', data='image')
+def flowify_conv2_coupling(shape, bins, latent: int = 8, hidden: int = 64, **_): return _conv2(shape, bins, latent, hidden, coupling=True)
+
 
 # %% ../nbs/12_models.ipynb #e8f61ce6
 @register_model('funnel', 'Funnels: a 3x3 convolutional funnel, couplings, then an MLP funnel (spline) to a quarter of the dimensions')

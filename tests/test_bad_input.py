@@ -50,6 +50,8 @@ WRONG_SHAPES = {
     'ActNorm': (torch.randn(4, 2, 3, 3), 'expected input (batch, 3) or (batch, 3, height, width), got (4, 2, 3, 3)'),
     'AffineCoupling': (torch.randn(4, 3, 2, 2), 'expected input (batch, 3), got (4, 3, 2, 2)'),
     'AffineCoupling-conv': (torch.randn(4, 3), 'expected input (batch, 3, height, width), got (4, 3)'),
+    'SplineCoupling': (torch.randn(4, 3, 2, 2), 'expected input (batch, 3), got (4, 3, 2, 2)'),
+    'SplineCoupling-conv': (torch.randn(4, 3), 'expected input (batch, 3, height, width), got (4, 3)'),
     'Conv1x1': (torch.randn(4, 5, 2, 2), 'got (4, 5, 2, 2)'),
     'Permutation': (torch.randn(4, 7), 'got (4, 7)'),
     'Squeeze': (torch.randn(4, 3, 5, 4), 'divisible by 2, got (4, 3, 5, 4)'),
