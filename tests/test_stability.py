@@ -15,7 +15,7 @@ STEPS = 10_000
 
 
 def test_orthogonal_factors_stay_orthogonal_for_10k_steps():
-    "float32, Adam at a high learning rate: ||QᵀQ - I||_max of both Cayley factors after 10,000 steps"
+    "float32, Adam at a high learning rate: ||QᵀQ - I||_max of both orthogonal factors (the default map) after 10,000 steps"
     torch.manual_seed(0)
     layer = FlowLinear(48, 24, hidden_features=16)
     opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
