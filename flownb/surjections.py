@@ -357,7 +357,7 @@ from torch import nn, Tensor
 import torch.distributions as D
 import torch.nn.functional as F
 
-from .core import Surjection, _checks_active
+from .core import Surjection, check_input, _checks_active
 from .distributions import ConditionalNormal
 from .bijections import _sum_per_sample
 
