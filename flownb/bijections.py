@@ -116,6 +116,12 @@ def rational_quadratic_spline(x: Tensor,               # inputs, any shape
         logd = -torch.log(deriv)
     return torch.where(inside, y, x), torch.where(inside, logd, torch.zeros_like(logd))
 
+def _packed_spline(x: Tensor, raw: Tensor, bound: float, inverse: bool = False) -> tuple[Tensor, Tensor]:
+    "`rational_quadratic_spline` with the parameters a conditioner emits packed in `raw`'s last dimension: K widths, K heights, K-1 derivatives"
+    k = (raw.shape[-1] + 1) // 3
+    return rational_quadratic_spline(x, raw[..., :k], raw[..., k:2 * k], raw[..., 2 * k:], bound=bound, inverse=inverse)
+
+
 # %% ../nbs/03_bijections.ipynb #d91931ad
 class RQSpline(Bijection):
     """Elementwise monotone rational-quadratic spline activation with learned knots; identity outside `[-bound, bound]`.
@@ -319,8 +325,7 @@ class SplineCoupling(_Coupling):
         a, b = self._split(t)
         raw = self._conditioner(a, context)                          # (batch, changed·(3K-1)[, H, W])
         raw = raw.reshape(raw.shape[0], self.changed, 3 * self.bins - 1, *raw.shape[2:]).movedim(2, -1)
-        k = self.bins
-        y, logd = rational_quadratic_spline(b, raw[..., :k], raw[..., k:2 * k], raw[..., 2 * k:], bound=self.bound, inverse=inverse)
+        y, logd = _packed_spline(b, raw, self.bound, inverse)
         return self._join(a, y), _sum_per_sample(logd)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

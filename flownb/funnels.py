@@ -13,7 +13,7 @@ from fastcore.basics import store_attr
 
 from .core import Surjection, check_input
 from .distributions import ConditionalNormal, mlp, conv_net, soft_clamp, _context_input
-from .bijections import rational_quadratic_spline, _sum_per_sample
+from .bijections import _packed_spline, _sum_per_sample
 
 # %% auto #0
 __all__ = ['MLPFunnel', 'ConvFunnel']
@@ -66,9 +66,7 @@ class MLPFunnel(Surjection):
             log_scale = soft_clamp(raw_scale, self.max_log_scale)
             y = (v - shift) * (-log_scale).exp() if inverse else v * log_scale.exp() + shift
             return y, _sum_per_sample(log_scale)
-        k = self.bins
-        p = h.reshape(h.shape[0], self.out_features, 3 * k - 1)
-        y, logd = rational_quadratic_spline(v, p[..., :k], p[..., k:2 * k], p[..., 2 * k:], bound=self.bound, inverse=inverse)
+        y, logd = _packed_spline(v, h.reshape(h.shape[0], self.out_features, 3 * self.bins - 1), self.bound, inverse)
         return y, _sum_per_sample(logd) * (-1 if inverse else 1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

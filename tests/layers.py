@@ -43,8 +43,8 @@ BIJECTIONS = {
     'AffineCoupling': (lambda f: _randomize(B.AffineCoupling(max(f, 2), hidden_features=8)), 'vector-min2'),
     'AffineCoupling-swap': (lambda f: _randomize(B.AffineCoupling(max(f, 2), hidden_features=8, swap=True)), 'vector-min2'),
     'AffineCoupling-conv': (lambda f: _randomize(B.AffineCoupling(max(f, 2), hidden_features=4, conv=True), 0.3), 'image-min2'),
-    # spline couplings: perturbed less than the affine ones, since at scale 0.5 the conditioner emits knots 1e-3 apart
-    # and slopes near 1e-7, where no float32 inverse can recover x (float64 still does; see the ldj and float64 tests)
+    # spline couplings: perturbed less than the affine ones, since at scale 0.5 the conditioner squeezes bins to a few
+    # thousandths and slopes to ~3e-7, where no float32 inverse can recover x (float64 still does; see the ldj and float64 tests)
     'SplineCoupling': (lambda f: _randomize(B.SplineCoupling(max(f, 2), hidden_features=8, bins=5, bound=2.0), 0.2), 'vector-min2'),
     'SplineCoupling-swap': (lambda f: _randomize(B.SplineCoupling(max(f, 2), hidden_features=8, swap=True), 0.2), 'vector-min2'),
     'SplineCoupling-conv': (lambda f: _randomize(B.SplineCoupling(max(f, 2), hidden_features=4, conv=True, bins=4), 0.2), 'image-min2'),
