@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_data.ipynb #76c29b17
 from __future__ import annotations
-import hashlib, math, os, shutil
+import hashlib, math, os, shutil, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,7 +113,8 @@ def _torchvision_root(name: str, data_dir: str | Path | None, download: bool) ->
                 for stem, path in files.items():
                     target = raw / stem
                     if target.exists() and target.stat().st_mtime >= path.stat().st_mtime: continue
-                    tmp = target.with_suffix('.tmp')
+                    # a temporary file of its own: the ranks of a torchrun job unpack side by side
+                    fd, tmp = tempfile.mkstemp(dir=raw, prefix=f'{stem}.', suffix='.tmp'); os.close(fd); tmp = Path(tmp)
                     try:
                         if path.suffix == '.gz':
                             import gzip

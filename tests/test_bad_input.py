@@ -238,3 +238,25 @@ def test_loader_arguments(tmp_path):
     with pytest.raises(DataError, match="unknown dataset 'mnsit'; choose from"): load_data('mnsit')
     with pytest.raises(DataError, match='is not a directory'): load_data('mnist', tmp_path / 'nowhere')
     with pytest.raises(DataError, match='mnist not found: looked in'): load_data('mnist', tmp_path)
+
+
+def test_two_processes_unpacking_the_same_files_do_not_collide(tmp_path, monkeypatch):
+    "Ranks of a torchrun job load MNIST at the same time: one unpacking must not pull the other's temporary file away"
+    import gzip, shutil
+    import flownb.data as data
+    monkeypatch.setenv('FLOWNB_CACHE', str(tmp_path / 'cache'))
+    folder = tmp_path / 'mnist'; folder.mkdir()
+    for stem in MNIST_FILES: (folder / f'{stem}.gz').write_bytes(gzip.compress(stem.encode() * 100))
+    copy, nested = shutil.copyfileobj, []
+    def interleaved(src, dst, *args):
+        "While the first unpacking writes its first file, a second one (the other rank) runs from start to end"
+        copy(src, dst, *args)
+        if not nested:
+            nested.append(True)
+            data._torchvision_root('mnist', folder, download=False)
+    monkeypatch.setattr(shutil, 'copyfileobj', interleaved)
+    root, _ = data._torchvision_root('mnist', folder, download=False)
+    raw = root / 'MNIST' / 'raw'
+    assert nested, 'the second unpacking did not run'
+    for stem in MNIST_FILES: assert (raw / stem).read_bytes() == stem.encode() * 100
+    assert not list(raw.glob('*.tmp')), 'temporary files were left behind'
