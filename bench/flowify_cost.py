@@ -1,7 +1,9 @@
 """The price of flowification: time of one training step (forward, backward, Adam step) of a flowified MLP
 784-512-256-128-64-32-8 at batch 128, divided by the time of the same plain MLP, measured in one run; with flownb's
 blocked Householder reflections (the default), and torch's Cayley map, matrix exponential (two matrix_exps per layer,
-as the paper's code) and Householder parametrizations.
+as the paper's code) and Householder parametrizations. A last row is a floor, not a flow: the same flowified MLP with
+U and V as plain d×d matrices that nothing keeps orthogonal, so the orthogonality costs nothing and only applying the
+factors and the dropped coordinates' densities is left. No SVD parametrization can be cheaper than that row.
 
     python bench/flowify_cost.py [--quick] [--out bench/results/flowify_cost.json]
 """
@@ -14,6 +16,7 @@ from torch import nn
 from flownb.core import Flow
 from flownb.distributions import StandardNormal
 from flownb.flowify import flowify
+from flownb.flowify_linear import SVDFactors
 
 WIDTHS = [784, 512, 256, 128, 64, 32, 8]
 
@@ -22,6 +25,18 @@ def plain_mlp():
     layers = []
     for a, b in zip(WIDTHS[:-1], WIDTHS[1:]): layers += [nn.Linear(a, b), nn.LeakyReLU(0.1)]
     return nn.Sequential(*layers[:-1])
+
+
+def unconstrained_factors(flow):
+    "The floor: every SVDFactors' U and V replaced by a plain (unconstrained) d×d matrix with the same initial value"
+    for m in flow.modules():
+        if isinstance(m, SVDFactors):
+            for name in ('U', 'V'):
+                q = getattr(m, name)
+                plain = nn.Linear(q.d, q.d, bias=False, device=q.signs.device)
+                with torch.no_grad(): plain.weight.copy_(q.weight)
+                setattr(m, name, plain)
+    return flow
 
 
 def median_step(model, loss_fn, x, steps):
@@ -55,6 +70,10 @@ def main():
         results[f'{name}_step_s'] = t
         results[f'{name}_ratio'] = t / results['plain_step_s']
         print(f"flowified MLP ({name:19s}) training step / plain MLP step = {t / results['plain_step_s']:6.1f}x")
+    floor = unconstrained_factors(Flow(StandardNormal(8), flowify(plain_mlp())).to(args.device))
+    t = median_step(floor, lambda m, x: -m.log_prob(x).mean(), x, steps)
+    results.update(unconstrained_floor_step_s=t, unconstrained_floor_ratio=t / results['plain_step_s'])
+    print(f"floor: U, V plain matrices (not orthogonal)   / plain MLP step = {t / results['plain_step_s']:6.1f}x")
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
     results.update(date=time.strftime('%Y-%m-%d'), commit=commit, device=args.device, threads=torch.get_num_threads(),
                    machine=platform.machine(), torch=torch.__version__, batch=128, widths=WIDTHS, steps=steps)
