@@ -3,7 +3,7 @@
 blocked Householder reflections (the default), and torch's Cayley map, matrix exponential (two matrix_exps per layer,
 as the paper's code) and Householder parametrizations. A last row is a floor, not a flow: the same flowified MLP with
 U and V as plain d×d matrices that nothing keeps orthogonal, so the orthogonality costs nothing and only applying the
-factors and the dropped coordinates' densities is left. No SVD parametrization can be cheaper than that row.
+factors and the dropped coordinates' densities is left. Nothing that applies dense U and V can be cheaper.
 
     python bench/flowify_cost.py [--quick] [--out bench/results/flowify_cost.json]
 """

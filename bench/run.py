@@ -4,6 +4,11 @@ flowification, the cost of the orthogonal factors as d grows, sampling throughpu
     python bench/run.py --quick          # digits only, short budgets: under 5 minutes on 2 CPU cores
     python bench/run.py                  # + MNIST (../shared/data/mnist or --mnist-dir), longer budgets
     python bench/run.py --device cuda    # on a GPU: absolute times are then meaningful (name the device)
+    python bench/run.py --models flowify-mlp,flowify-conv2   # re-measure these rows only, in the existing results
+
+With `--models`, only the likelihood rows of the named models are trained and evaluated again (same budgets, data and
+rules); they replace those rows in the existing `run.json`, the other rows and the cost measurements stay, and the
+table says which rows were re-measured at which commit.
 
 The peers are optional: `pip install zuko nflows` (a missing one is skipped with a message).
 
@@ -275,7 +280,9 @@ def plot(results, path):
 def table(results):
     meta = results['meta']
     lines = [f"Measured {meta['date']} at commit `{meta['commit']}` on {meta['machine']} ({meta['device']}, "
-             f"{meta['threads']} thread, torch {meta['torch']}) with `python bench/run.py{' --quick' if meta['quick'] else ''}`.", '']
+             f"{meta['threads']} thread, torch {meta['torch']}) with `python bench/run.py{' --quick' if meta['quick'] else ''}`."
+             + ''.join(f" Rows of {', '.join(r['models'])} re-measured {r['date']} at commit `{r['commit']}` "
+                       f"(`--models`, same budgets and rules)." for r in meta.get('reruns', [])), '']
     for key in ('likelihood_digits', 'likelihood_mnist'):
         if key not in results: continue
         res = results[key]
@@ -314,6 +321,7 @@ def main():
     ap.add_argument('--mnist-dir', default='../shared/data/mnist', help='folder with the MNIST IDX files (full run)')
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--out', default=str(OUT))
+    ap.add_argument('--models', help='comma-separated: re-measure only these models\' likelihood rows in the existing results')
     args = ap.parse_args()
     if args.budget is not None and not args.budget > 0: ap.error(f"--budget must be positive, got {args.budget}")
     device = torch.device(args.device)
@@ -327,6 +335,13 @@ def main():
                         'python': sys.version.split()[0]}}
     started = time.perf_counter()
     models = FLOWNB_MODELS + PEERS
+    if args.models:
+        chosen = args.models.split(',')
+        unknown = [m for m in chosen if m not in models]
+        if unknown: ap.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(models)}")
+        previous = out / f"{'run_quick' if args.quick else 'run'}.json"
+        if not previous.exists(): ap.error(f"--models re-measures rows of an existing {previous}; run the whole benchmark first")
+        return rerun_rows(args, json.loads(previous.read_text()), chosen, results['meta'], device, out)
     print(f"== likelihood at a fixed budget: digits", flush=True)
     results['likelihood_digits'] = likelihood(load_data('digits'), args.budget or (15 if args.quick else 60), device,
                                               0 if args.quick else 16, models)
@@ -346,6 +361,26 @@ def main():
     (out / f'{name}_TABLE.md').write_text(text)
     print('\n' + text)
     print(f"wrote {out / name}.json, .png, _TABLE.md in {results['meta']['total_s']:.0f} s")
+
+
+def rerun_rows(args, results, chosen, meta, device, out):
+    "Train and evaluate `chosen` again and put their rows in place of the old ones; everything else stays"
+    data_keys = [('likelihood_digits', lambda: load_data('digits'), 15 if args.quick else 60, 0 if args.quick else 16)]
+    if not args.quick: data_keys.append(('likelihood_mnist', lambda: load_data('mnist', args.mnist_dir), 180, 16))
+    for key, load, budget, eval_k in data_keys:
+        if key not in results: continue
+        print(f"== re-measuring {', '.join(chosen)}: {key}", flush=True)
+        res = results[key]
+        fresh = {r['model']: r for r in likelihood(load(), args.budget or res['budget_s_per_model'], device, eval_k, chosen)['rows']}
+        res['rows'] = [fresh.get(r['model'], r) for r in res['rows']]
+    reruns = results['meta'].setdefault('reruns', [])
+    reruns.append({'models': chosen, 'date': meta['date'], 'commit': meta['commit']})
+    name = 'run_quick' if args.quick else 'run'
+    (out / f'{name}.json').write_text(json.dumps(results, indent=1))
+    plot(results, out / f'{name}.png')
+    text = table(results)
+    (out / f'{name}_TABLE.md').write_text(text)
+    print('\n' + text)
 
 
 if __name__ == '__main__':

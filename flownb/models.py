@@ -131,6 +131,8 @@ def _mlp_module(features: int, latent: int, slope: float = 0.1, between: Callabl
     return nn.Sequential(*layers)
 
 def _flowified(shape, bins, module: nn.Sequential, latent: int, hidden: int) -> Flow:
+    for layer in module:   # the plain layers only, not the conditioners inside flownb blocks
+        if isinstance(layer, (nn.Linear, nn.Conv2d)): nn.init.orthogonal_(layer.weight)   # every singular value 1
     body = flowify(module, input_shape=shape, linear_options={'hidden_features': hidden}, conv_options={'hidden_channels': hidden // 2})
     return Flow(StandardNormal(latent), _front(shape, bins) + list(body) + [RQSpline(latent, bound=4.0)])
 
