@@ -336,6 +336,7 @@ def main():
     started = time.perf_counter()
     models = FLOWNB_MODELS + PEERS
     if args.models:
+        if args.budget is not None: ap.error("--models re-measures rows at the budget the existing results state; drop --budget")
         chosen = args.models.split(',')
         unknown = [m for m in chosen if m not in models]
         if unknown: ap.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(models)}")
@@ -354,12 +355,7 @@ def main():
     results['orthogonal_cost'] = orthogonal_cost(device, [64, 256, 784] if args.quick else [64, 128, 256, 512, 1024, 2048],
                                                  3 if args.quick else 7)
     results['meta']['total_s'] = time.perf_counter() - started
-    name = 'run_quick' if args.quick else 'run'
-    (out / f'{name}.json').write_text(json.dumps(results, indent=1))
-    plot(results, out / f'{name}.png')
-    text = table(results)
-    (out / f'{name}_TABLE.md').write_text(text)
-    print('\n' + text)
+    name = write_outputs(results, out, args.quick)
     print(f"wrote {out / name}.json, .png, _TABLE.md in {results['meta']['total_s']:.0f} s")
 
 
@@ -367,20 +363,26 @@ def rerun_rows(args, results, chosen, meta, device, out):
     "Train and evaluate `chosen` again and put their rows in place of the old ones; everything else stays"
     data_keys = [('likelihood_digits', lambda: load_data('digits'), 0 if args.quick else 16)]
     if not args.quick: data_keys.append(('likelihood_mnist', lambda: load_data('mnist', args.mnist_dir), 16))
-    for key, load, eval_k in data_keys:   # each model gets the budget the existing rows had
+    for key, load, eval_k in data_keys:   # each model gets the budget the existing rows had (the table states it)
         if key not in results: continue
         print(f"== re-measuring {', '.join(chosen)}: {key}", flush=True)
         res = results[key]
-        fresh = {r['model']: r for r in likelihood(load(), args.budget or res['budget_s_per_model'], device, eval_k, chosen)['rows']}
+        fresh = {r['model']: r for r in likelihood(load(), res['budget_s_per_model'], device, eval_k, chosen)['rows']}
         res['rows'] = [fresh.get(r['model'], r) for r in res['rows']]
     reruns = results['meta'].setdefault('reruns', [])
     reruns.append({'models': chosen, 'date': meta['date'], 'commit': meta['commit']})
-    name = 'run_quick' if args.quick else 'run'
+    write_outputs(results, out, args.quick)
+
+
+def write_outputs(results, out, quick):
+    "Write `run[_quick].json`, its plot and its markdown table into `out`, print the table; returns the file stem"
+    name = 'run_quick' if quick else 'run'
     (out / f'{name}.json').write_text(json.dumps(results, indent=1))
     plot(results, out / f'{name}.png')
     text = table(results)
     (out / f'{name}_TABLE.md').write_text(text)
     print('\n' + text)
+    return name
 
 
 if __name__ == '__main__':
