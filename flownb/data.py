@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_data.ipynb #76c29b17
 from __future__ import annotations
-import hashlib, math, os, shutil, tempfile
+import gzip, hashlib, json, math, os, shutil, struct, tempfile, zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +70,7 @@ def load_digits_data(test_size: int = 300, seed: int = 0) -> DensityData:
 class DataError(ValueError):
     "A dataset is missing, corrupt or not what was asked for; the message says where flownb looked and what to pass"
 
-_TORCHVISION = {  # name -> (torchvision class name, folder under root, raw file stems, channels, description)
+_TORCHVISION = {  # name -> (torchvision class name, folder under root, raw file stems)
     'mnist': ('MNIST', 'MNIST', ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte']),
     'fashion-mnist': ('FashionMNIST', 'FashionMNIST', ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte']),
     'cifar10': ('CIFAR10', 'cifar-10-batches-py', ['data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5', 'test_batch']),
@@ -110,20 +110,7 @@ def _torchvision_root(name: str, data_dir: str | Path | None, download: bool) ->
                 key = hashlib.sha1(str(candidate.resolve()).encode()).hexdigest()[:12]   # one cache per source folder
                 root = cache_dir() / 'unpacked' / f'{name}-{key}'
                 raw = root / folder / 'raw'; raw.mkdir(parents=True, exist_ok=True)
-                for stem, path in files.items():
-                    target = raw / stem
-                    if target.exists() and target.stat().st_mtime >= path.stat().st_mtime: continue
-                    # a temporary file of its own: the ranks of a torchrun job unpack side by side
-                    fd, tmp = tempfile.mkstemp(dir=raw, prefix=f'{stem}.', suffix='.tmp'); os.close(fd); tmp = Path(tmp)
-                    try:
-                        if path.suffix == '.gz':
-                            import gzip
-                            with gzip.open(path, 'rb') as src, open(tmp, 'wb') as dst: shutil.copyfileobj(src, dst)
-                        else: shutil.copyfile(path, tmp)
-                    except (OSError, EOFError) as e:
-                        tmp.unlink(missing_ok=True)
-                        raise DataError(f"{name}: {path} is corrupt or truncated ({e}); replace it with the original file") from None
-                    os.replace(tmp, target)
+                for stem, path in files.items(): _unpack_cached(path, raw / stem, name)
                 return root, looked
     root = Path(data_dir) if data_dir is not None and download else cache_dir()
     if download or (name == 'cifar10' and _find_raw(root / folder, stems)) or _find_raw(root / folder / 'raw', stems): return root, looked
@@ -137,20 +124,102 @@ def load_torchvision_images(name: str, data_dir: str | Path | None = None, downl
     import torchvision.datasets as tvd
     if name not in _TORCHVISION: raise DataError(f"unknown image dataset {name!r}; choose from {sorted(_TORCHVISION)}")
     root, _ = _torchvision_root(name, data_dir, download)
-    cls = getattr(tvd, _TORCHVISION[name][0])
+    cls_name, folder, stems = _TORCHVISION[name]
+    raw, idx = root / folder / 'raw', name != 'cifar10'
+    checked = idx and all((raw / s).is_file() for s in stems)
+    if checked: _check_idx_pairs(raw, name)          # before torchvision reads them: its own checks name no file
     splits = []
     for train in (True, False):
-        try: ds = cls(str(root), train=train, download=download)
+        try: ds = getattr(tvd, cls_name)(str(root), train=train, download=download)
         except RuntimeError as e: raise DataError(f"{name}: torchvision could not load the files under {root}: {e}") from None
         except (AssertionError, ValueError, EOFError, OSError) as e:
             raise DataError(f"{name}: the files under {root} are corrupt or not {name} ({type(e).__name__}: {e})") from None
         data = torch.as_tensor(np.asarray(ds.data))
         data = data.permute(0, 3, 1, 2) if data.dim() == 4 else data.unsqueeze(1)
         splits.append((data.to(torch.uint8).contiguous(), torch.as_tensor(ds.targets).long()))
+    if idx and not checked: _check_idx_pairs(raw, name)   # files torchvision has just downloaded
     (train_x, train_y), (test_x, test_y) = splits
     note = f"{name}: {len(train_x):,} train / {len(test_x):,} test images, 256 levels"
     if name in ('mnist', 'fashion-mnist') and len(train_x) != 60000: note += f" (a reduced training split: {len(train_x):,} of 60,000)"
     return DensityData(name, train_x, test_x, 256, train_y, test_y, 10, note)
+
+# %% ../nbs/11_data.ipynb #190a9b12
+def _fingerprint(path: Path) -> dict:
+    "What identifies a source file: its path, size and SHA-256 (not its mtime, which `cp -p` and tar carry over)"
+    digest = hashlib.sha256()   # read in 1 MB blocks (hashlib.file_digest needs Python 3.11; flownb supports 3.10)
+    with open(path, 'rb') as f:
+        size = os.fstat(f.fileno()).st_size
+        for block in iter(lambda: f.read(1 << 20), b''): digest.update(block)
+    return {'source': str(path.resolve()), 'size': size, 'sha256': digest.hexdigest()}
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    "Write `data` to `path` through a temporary file of this process's own, so readers see the old file or the new one"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f: f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
+
+def _sidecar(target: Path) -> Path: return target.with_name(target.name + '.source')
+
+def _unpack_cached(path: Path, target: Path, name: str) -> None:
+    "Unpack (`.gz`) or copy `path` to `target`, unless `target` already holds this very content"
+    try: want = _fingerprint(path)
+    except OSError as e: raise DataError(f"{name}: cannot read {path} ({e})") from None
+    try: have = json.loads(_sidecar(target).read_text())
+    except (OSError, ValueError): have = {}
+    if (isinstance(have, dict) and all(have.get(k) == v for k, v in want.items()) and target.is_file()
+            and have.get('unpacked_size') == target.stat().st_size): return
+    # a temporary file of its own: the ranks of a torchrun job unpack side by side
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f'{target.name}.', suffix='.tmp'); os.close(fd); tmp = Path(tmp)
+    moved = False
+    try:
+        try:
+            if path.suffix == '.gz':
+                with gzip.open(path, 'rb') as src, open(tmp, 'wb') as dst: shutil.copyfileobj(src, dst)
+            else: shutil.copyfile(path, tmp)
+        except (OSError, EOFError, zlib.error) as e:     # gzip.BadGzipFile is an OSError without an errno
+            if isinstance(e, OSError) and e.errno is not None:
+                raise DataError(f"{name}: could not unpack {path} into {target.parent} ({e}); "
+                                "free space there or point FLOWNB_CACHE at a writable folder") from None
+            raise DataError(f"{name}: {path} is corrupt or truncated ({type(e).__name__}: {e}); "
+                            "replace it with the original file") from None
+        size = tmp.stat().st_size
+        _sidecar(target).unlink(missing_ok=True)        # never an old record next to new content
+        os.replace(tmp, target); moved = True
+    finally:
+        if not moved: tmp.unlink(missing_ok=True)
+    _write_atomic(_sidecar(target), json.dumps({**want, 'unpacked_size': size}).encode())
+
+# %% ../nbs/11_data.ipynb #37a42883
+def _shown(path: Path) -> str:
+    "A file as the user knows it: an unpacked file is named by its source"
+    try: return f"{json.loads(_sidecar(path).read_text())['source']} (unpacked to {path})"
+    except (OSError, ValueError, KeyError, TypeError): return str(path)
+
+def _idx_header(path: Path, ndim: int, name: str) -> tuple[int, ...]:
+    "The sizes in an IDX file's header (unsigned bytes, `ndim` dimensions), checked against the file's length"
+    with open(path, 'rb') as f: head, size = f.read(4 + 4 * ndim), os.fstat(f.fileno()).st_size
+    if len(head) < 4 + 4 * ndim or head[:4] != bytes([0, 0, 8, ndim]):
+        raise DataError(f"{name}: {_shown(path)} is corrupt or not an IDX file of {ndim}-D unsigned bytes "
+                        f"(it starts with {head[:4].hex() or 'nothing'}; expected {bytes([0, 0, 8, ndim]).hex()})")
+    dims = struct.unpack(f'>{ndim}I', head[4:])
+    per_item, expected = math.prod(dims[1:]), 4 + 4 * ndim + math.prod(dims)
+    if size != expected:
+        raise DataError(f"{name}: {_shown(path)} is corrupt or truncated: its header announces {dims[0]:,} items of "
+                        f"{' × '.join(map(str, dims[1:])) or 'one byte'} ({expected:,} bytes with the header), but the file has "
+                        f"{size:,} bytes ({(size - 4 - 4 * ndim) / per_item:g} items)")
+    return dims
+
+def _check_idx_pairs(raw: Path, name: str) -> None:
+    "Each IDX file in `raw` is whole, and each split (train, t10k) has one label per image"
+    for split in ('train', 't10k'):
+        images, labels = raw / f'{split}-images-idx3-ubyte', raw / f'{split}-labels-idx1-ubyte'
+        n_images, n_labels = _idx_header(images, 3, name)[0], _idx_header(labels, 1, name)[0]
+        if n_images != n_labels:
+            raise DataError(f"{name}: {_shown(images)} holds {n_images:,} images but {_shown(labels)} holds {n_labels:,} "
+                            "labels; the two must come from the same release (replace them with the original files)")
 
 # %% ../nbs/11_data.ipynb #4d263c82
 def toy_data(name: str, n: int = 10000, seed: int = 0) -> Tensor:
@@ -179,6 +248,38 @@ def toy_data(name: str, n: int = 10000, seed: int = 0) -> Tensor:
     raise ValueError(f"toy_data: unknown toy density {name!r}; choose from {TOYS}")
 
 TOYS = ['moons', 'rings', 'checkerboard', '8gaussians', 'spiral']
+
+# %% ../nbs/11_data.ipynb #d8ad6822
+def _check_values(data: np.ndarray, name: str, source: str, *, where=None, columns=None, rows: str = 'rows',
+                  constant: bool = True) -> None:
+    """Refuse raw values that would poison training: a NaN or inf (it spreads to its whole column through the mean and
+    standard deviation) and, with `constant`, a column that never changes (standard deviation 0: standardising divides by 0).
+    `where(i)` names row `i` as the file counts it and `columns[j]` names column `j` (default: both counted from 0)."""
+    where = where or (lambda i: f"row {i}")
+    column = (lambda j: columns[j]) if columns is not None else (lambda j: f"column {j}")
+    numbered = ' (counted from 0)' if columns is None else ''
+    bad = ~np.isfinite(data)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]                          # row-major: the first bad row, and its first bad column
+        raise DataError(f"{name}: {source} holds {int(bad.sum()):,} non-finite value(s) (NaN or inf) in "
+                        f"{int(bad.any(1).sum()):,} of its {len(data):,} {rows}; the first is {data[r, c]} at {where(r)}, "
+                        f"{column(c)}{numbered}. Remove or repair those rows: standardising would spread each such value "
+                        "over its whole column")
+    same = np.flatnonzero((data == data[:1]).all(0)) if constant and len(data) > 1 else []
+    if len(same):
+        c = same[0]
+        raise DataError(f"{name}: {source} has {len(same)} constant column(s); the first is {column(c)}{numbered}, equal to "
+                        f"{data[0, c]} in all {len(data):,} {rows}. Its standard deviation is 0, so standardising it would "
+                        "divide by zero; drop the column or check the file")
+
+def _frame_values(frame, name: str, source: str) -> np.ndarray:
+    "A pandas frame's values as float64, or a DataError naming the first column that is not numeric"
+    try: return frame.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        for col in frame.columns:
+            try: frame[col].to_numpy(dtype=np.float64)
+            except (TypeError, ValueError) as e: raise DataError(f"{name}: column {col!r} of {source} is not numeric ({e})") from None
+        raise
 
 # %% ../nbs/11_data.ipynb #3d65864e
 TABULAR = {'power': 6, 'gas': 8, 'hepmass': 21, 'miniboone': 43, 'bsds300': 63}   # published dimensions
@@ -215,14 +316,21 @@ def _load_array(path: Path, name: str, columns: int | None = None) -> np.ndarray
     except (ValueError, OSError, EOFError) as e: raise DataError(f"{name}: {path} is not a readable .npy file ({e})") from None
     if data.ndim != 2 or (columns is not None and data.shape[1] != columns):
         raise DataError(f"{name}: {path} holds an array of shape {data.shape}; expected (rows, {columns or 'features'})")
-    return data.astype(np.float64)
+    try: return data.astype(np.float64)
+    except (TypeError, ValueError) as e: raise DataError(f"{name}: {path} does not hold numbers ({data.dtype}: {e})") from None
 
-def _normalise(train, valid, test, stats):
+def _normalise(train, valid, test, stats, name: str, source):
     mu, s = stats.mean(0), stats.std(0)
+    if (s == 0).any():   # constant over the rows the statistics come from, though not over the whole file
+        raise DataError(f"{name}: column {int(np.flatnonzero(s == 0)[0])} (counted from 0, after preprocessing) of {source} "
+                        f"is constant over the {len(stats):,} training and validation rows; standardising it would divide by zero")
     return [(a - mu) / s for a in (train, valid, test)]
+
+_POWER_USED = [0, 2, 4, 5, 6, 7]   # MAF drops column 1 (global reactive power) and 3 (global intensity)
 
 def _power(paths):
     data = _load_array(paths[0], 'power', columns=8)
+    _check_values(data[:, _POWER_USED], 'power', paths[0], columns=[f"column {j} (counted from 0)" for j in _POWER_USED])
     rng = np.random.RandomState(42)
     rng.shuffle(data)
     n = len(data)
@@ -230,7 +338,7 @@ def _power(paths):
     voltage, gap, sub_metering = 0.01 * rng.rand(n, 1), 0.001 * rng.rand(n, 1), rng.rand(n, 3)   # MAF's draw order
     data = data + np.hstack((gap, voltage, sub_metering, np.zeros((n, 1))))
     rest, test = _split_off(data, 'power'); train, valid = _split_off(rest, 'power')
-    return _normalise(train, valid, test, np.vstack((train, valid)))
+    return _normalise(train, valid, test, np.vstack((train, valid)), 'power', paths[0])
 
 def _gas(paths):
     pd = _optional('pandas', 'gas')
@@ -239,6 +347,8 @@ def _gas(paths):
     missing = {'Meth', 'Eth', 'Time'} - set(frame.columns)
     if missing: raise DataError(f"gas: {paths[0]} lacks the columns {sorted(missing)}; is it MAF's ethylene_CO.pickle?")
     frame = frame.drop(columns=['Meth', 'Eth', 'Time'])
+    _check_values(_frame_values(frame, 'gas', paths[0]), 'gas', paths[0], columns=[f"column {c!r}" for c in frame.columns],
+                  where=lambda i: f"row {i} (counted from 0)")
     def correlated(f): return (f.corr() > 0.98).values.sum(axis=1)
     while np.any(correlated(frame) > 1):                              # drop the first of each highly correlated pair
         frame = frame.drop(columns=frame.columns[np.where(correlated(frame) > 1)[0][0]])
@@ -253,6 +363,9 @@ def _hepmass(paths):
     train = train[train[train.columns[0]] == 1].drop(columns=train.columns[0])    # signal rows, without the label
     test = test[test[test.columns[0]] == 1].drop(columns=test.columns[0])
     test = test.drop(columns=test.columns[-1])                                     # the test file has one extra column
+    for frame, path, stats in ((train, paths[0], True), (test, paths[1], False)):   # constant only matters where mu, s come from
+        _check_values(_frame_values(frame, 'hepmass', path), 'hepmass', path, rows='signal rows (label 1)', constant=stats,
+                      where=lambda i, index=frame.index: f"line {int(index[i]) + 2}", columns=[f"column {c!r}" for c in frame.columns])
     mu, s = train.mean(), train.std()
     train, test = ((train - mu) / s).values, ((test - mu) / s).values
     # drop features whose lowest value repeats more than 5 times (MAF: they are discrete, not continuous)
@@ -265,14 +378,20 @@ def _hepmass(paths):
 
 def _miniboone(paths):
     data = _load_array(paths[0], 'miniboone')
+    _check_values(data, 'miniboone', paths[0])
     rest, test = _split_off(data, 'miniboone'); train, valid = _split_off(rest, 'miniboone')
-    return _normalise(train, valid, test, np.vstack((train, valid)))
+    return _normalise(train, valid, test, np.vstack((train, valid)), 'miniboone', paths[0])
 
 def _bsds300(paths):
     h5py = _optional('h5py', 'bsds300')
     try:
-        with h5py.File(paths[0], 'r') as f: return [np.asarray(f[k], dtype=np.float64) for k in ('train', 'validation', 'test')]
-    except (OSError, KeyError) as e: raise DataError(f"bsds300: {paths[0]} is not MAF's BSDS300.hdf5 with train/validation/test ({e})") from None
+        with h5py.File(paths[0], 'r') as f: splits = [np.asarray(f[k], dtype=np.float64) for k in ('train', 'validation', 'test')]
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"bsds300: {paths[0]} is not MAF's BSDS300.hdf5 with train/validation/test ({e})") from None
+    for key, split in zip(('train', 'validation', 'test'), splits):
+        if split.ndim != 2: raise DataError(f"bsds300: {paths[0]}[{key!r}] has shape {split.shape}; expected (rows, 63)")
+        _check_values(split, 'bsds300', f"{paths[0]}[{key!r}]", constant=key == 'train')
+    return splits
 
 _TABULAR_LOADERS = {'power': _power, 'gas': _gas, 'hepmass': _hepmass, 'miniboone': _miniboone, 'bsds300': _bsds300}
 
@@ -292,11 +411,17 @@ def load_sklearn_tabular(name: str, test_fraction: float = 0.2, seed: int = 0) -
     if name not in _SKLEARN_TABULAR: raise DataError(f"unknown dataset {name!r}; choose from {', '.join(_SKLEARN_TABULAR)}")
     import sklearn.datasets
     bunch = getattr(sklearn.datasets, _SKLEARN_TABULAR[name])()
-    x, y = torch.tensor(bunch.data, dtype=torch.float64), torch.tensor(bunch.target)
+    source = f"scikit-learn's {_SKLEARN_TABULAR[name]}()"
+    values = np.asarray(bunch.data, dtype=np.float64)
+    _check_values(values, name, source, where=lambda i: f"row {i} (counted from 0)", columns=[f"column {j} ({f!r})" for j, f in enumerate(bunch.feature_names)])
+    x, y = torch.from_numpy(values), torch.tensor(bunch.target)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_test = int(test_fraction * len(x))
     test_idx, train_idx = perm[:n_test], perm[n_test:]
     mu, s = x[train_idx].mean(0), x[train_idx].std(0)
+    if (s == 0).any():
+        j = int(torch.nonzero(s == 0)[0]); raise DataError(f"{name}: column {j} ({bunch.feature_names[j]!r}) of {source} is "
+                                                           f"constant over the {len(train_idx)} training rows; standardising it would divide by zero")
     x = ((x - mu) / s).float()
     return DensityData(name, x[train_idx], x[test_idx], None, y[train_idx], y[test_idx], int(y.max()) + 1,
                        note=f"scikit-learn's bundled data, standardised; {len(train_idx)} train / {n_test} test rows")

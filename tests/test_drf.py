@@ -141,7 +141,7 @@ def test_tabular_missing_and_corrupt_files(tmp_path):
     (tmp_path / 'BSDS300').mkdir()
     with h5py.File(tmp_path / 'BSDS300' / 'BSDS300.hdf5', 'w') as f: f['train'] = np.zeros((4, 63))
     with pytest.raises(DataError, match='train/validation/test'): load_tabular('bsds300', tmp_path)
-    (tmp_path / 'miniboone').mkdir(); np.save(tmp_path / 'miniboone' / 'data.npy', np.zeros((5, 43)))
+    (tmp_path / 'miniboone').mkdir(); np.save(tmp_path / 'miniboone' / 'data.npy', np.random.default_rng(0).normal(size=(5, 43)))
     with pytest.raises(DataError, match='only 5 rows'): load_tabular('miniboone', tmp_path)
     (tmp_path / 'power').mkdir(); np.save(tmp_path / 'power' / 'data.npy', np.zeros(100))
     with pytest.raises(DataError, match=r'expected \(rows, 8\)'): load_tabular('power', tmp_path)
