@@ -12,7 +12,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from fastcore.basics import store_attr
 
-from .core import Bijection, check_input, _checks_active
+from .core import Bijection, check_input, check_sizes, check_positive, _checks_active
 from .distributions import mlp, conv_net, soft_clamp, _with_context, _context_input
 
 # %% auto #0
@@ -46,8 +46,9 @@ class LeakyReLU(Bijection):
     """
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
-        if not negative_slope > 0:
-            raise ValueError(f"LeakyReLU: negative_slope must be > 0 to be invertible, got {negative_slope} (a slope of 0 is a ReLU, which is not injective)")
+        if isinstance(negative_slope, (int, float)) and negative_slope == 0:
+            raise ValueError("LeakyReLU: negative_slope must be > 0 to be invertible, got 0 (a slope of 0 is a ReLU, which is not injective)")
+        check_positive('LeakyReLU', negative_slope=negative_slope)
         self.negative_slope = float(negative_slope)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -143,8 +144,9 @@ class RQSpline(Bijection):
     """
     def __init__(self, features: int | None = None, bins: int = 8, bound: float = 3.0):
         super().__init__()
-        if bins < 2: raise ValueError(f"RQSpline: bins must be at least 2, got {bins}")
-        if not bound > 0: raise ValueError(f"RQSpline: bound must be > 0, got {bound}")
+        if features is not None: check_sizes('RQSpline', features=features)
+        check_sizes('RQSpline', 2, bins=bins)
+        check_positive('RQSpline', bound=bound)
         store_attr('features,bins,bound')
         n = 1 if features is None else features
         self.raw_widths = nn.Parameter(torch.zeros(n, bins))
@@ -188,6 +190,7 @@ class ActNorm(Bijection):
     """
     def __init__(self, features: int):
         super().__init__()
+        check_sizes('ActNorm', features=features)
         self.features = features
         self.log_scale = nn.Parameter(torch.zeros(features))
         self.shift = nn.Parameter(torch.zeros(features))
@@ -222,7 +225,10 @@ class _Coupling(Bijection):
     def __init__(self, features: int, params_per_feature: int, hidden_features: int, num_layers: int,
                  context_features: int, swap: bool, conv: bool):
         super().__init__()
-        if features < 2: raise ValueError(f"{type(self).__name__}: needs at least 2 features to split, got {features}")
+        name = type(self).__name__
+        check_sizes(name, features=features, hidden_features=hidden_features)
+        check_sizes(name, 0, num_layers=num_layers, context_features=context_features)
+        if features < 2: raise ValueError(f"{name}: needs at least 2 features to split, got {features}")
         store_attr('features,context_features,swap,conv')
         self.kept = features // 2 if not swap else features - features // 2
         self.changed = features - self.kept
@@ -268,6 +274,7 @@ class AffineCoupling(_Coupling):
     """
     def __init__(self, features: int, hidden_features: int = 64, num_layers: int = 2, context_features: int = 0,
                  swap: bool = False, conv: bool = False, max_log_scale: float = 3.0):
+        check_positive('AffineCoupling', max_log_scale=max_log_scale)
         super().__init__(features, 2, hidden_features, num_layers, context_features, swap, conv)
         self.max_log_scale = max_log_scale
 
@@ -315,8 +322,8 @@ class SplineCoupling(_Coupling):
     """
     def __init__(self, features: int, hidden_features: int = 64, num_layers: int = 2, context_features: int = 0,
                  swap: bool = False, conv: bool = False, bins: int = 8, bound: float = 3.0):
-        if bins < 2: raise ValueError(f"SplineCoupling: bins must be at least 2, got {bins}")
-        if not bound > 0: raise ValueError(f"SplineCoupling: bound must be > 0, got {bound}")
+        check_sizes('SplineCoupling', 2, bins=bins)
+        check_positive('SplineCoupling', bound=bound)
         super().__init__(features, 3 * bins - 1, hidden_features, num_layers, context_features, swap, conv)
         self.bins, self.bound = bins, bound
 
@@ -353,6 +360,7 @@ class Conv1x1(Bijection):
     """
     def __init__(self, channels: int):
         super().__init__()
+        check_sizes('Conv1x1', channels=channels)
         self.channels = channels
         q, _ = torch.linalg.qr(torch.randn(channels, channels))
         p, l, u = torch.linalg.lu(q)
@@ -399,6 +407,7 @@ class Permutation(Bijection):
     """
     def __init__(self, features: int, order: str | Sequence[int] | Tensor = 'random'):
         super().__init__()
+        check_sizes('Permutation', features=features)
         if isinstance(order, str):
             if order not in ('random', 'reverse'): raise ValueError(f"Permutation: order must be 'random', 'reverse' or a permutation, got {order!r}")
             perm = torch.randperm(features) if order == 'random' else torch.arange(features - 1, -1, -1)
@@ -433,7 +442,7 @@ class Squeeze(Bijection):
     """
     def __init__(self, factor: int = 2):
         super().__init__()
-        if factor < 2: raise ValueError(f"Squeeze: factor must be at least 2, got {factor}")
+        check_sizes('Squeeze', 2, factor=factor)
         self.factor = factor
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -463,6 +472,9 @@ class Reshape(Bijection):
         super().__init__()
         self.in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
         self.out_shape = (out_shape,) if isinstance(out_shape, int) else tuple(out_shape)
+        for what, shape in (('in_shape', self.in_shape), ('out_shape', self.out_shape)):
+            if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+                raise ValueError(f"Reshape: {what} must be a non-empty shape of positive integers, got {shape}")
         if math.prod(self.in_shape) != math.prod(self.out_shape):
             raise ValueError(f"Reshape: {self.in_shape} has {math.prod(self.in_shape)} elements but {self.out_shape} has {math.prod(self.out_shape)}")
 
@@ -492,7 +504,7 @@ class Logit(Bijection):
     """
     def __init__(self, alpha: float = 0.05):
         super().__init__()
-        if not 0 <= alpha < 0.5: raise ValueError(f"Logit: alpha must be in [0, 0.5), got {alpha}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < 0.5: raise ValueError(f"Logit: alpha must be in [0, 0.5), got {alpha}")
         self.alpha = float(alpha)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -115,6 +115,13 @@ def check_logdet(t: Transform,                  # a deterministic, dimension-pre
     with torch.no_grad(): t(x, context)  # data-dependent initialisation happens here, before differentiating
     _, ldj = t(x, context)
     reference = jacobian_logdet(t, x, context)
+    finite = torch.isfinite(reference) & torch.isfinite(ldj.detach())
+    if not finite.all():   # a singular Jacobian (log det = -inf) or a non-finite ldj: no tolerance makes them agree
+        worst = int((~finite).nonzero()[0])
+        msg = (f"{int((~finite).sum())} of {x.shape[0]} samples have a non-finite ldj or log|det J| (a singular Jacobian?); "
+               f"sample {worst}: ldj {ldj[worst].item():.6g} vs {reference[worst].item():.6g}")
+        return _finish(CheckReport('check_logdet', _name(t), math.inf, atol, False, {'ldj': ldj.detach(), 'reference': reference}, msg),
+                       raise_on_fail)
     err = (ldj.detach() - reference).abs()
     allowed = atol + rtol * reference.abs()
     worst = int((err - allowed).argmax())

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #7f5f453e
 from __future__ import annotations
-import math
+import functools, math, numbers
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -13,8 +13,8 @@ from torch import nn, Tensor
 import torch.distributions as D
 
 # %% auto #0
-__all__ = ['set_validation', 'validation', 'check_input', 'Transform', 'Bijection', 'Surjection', 'Compose', 'Flow',
-           'bits_per_dim']
+__all__ = ['set_validation', 'validation', 'check_input', 'check_sizes', 'check_positive', 'context_features_of', 'check_context',
+           'Transform', 'Bijection', 'Surjection', 'Compose', 'Flow', 'bits_per_dim']
 
 # %% ../nbs/00_core.ipynb #0d7f766b
 _validation = {'enabled': True}
@@ -48,7 +48,7 @@ def check_input(name: str,                  # layer description used in the mess
     "Raise a clear error unless `x` is a non-empty floating tensor whose event shape matches one of `patterns`"
     if not isinstance(x, Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor (float32 or float64), got dtype {x.dtype}")
+        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
     if patterns:
         def fits(p): return x.dim() == len(p) + 1 and all(isinstance(d, str) or x.shape[i+1] == d for i, d in enumerate(p))
         if not any(fits(p) for p in patterns):
@@ -60,10 +60,114 @@ def check_input(name: str,                  # layer description used in the mess
         n_bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name}: input has {n_bad} non-finite value(s) (NaN or inf); expected finite values")
 
+# %% ../nbs/00_core.ipynb #316d972f
+def check_sizes(owner: str,       # who is checking, e.g. `'MaxPool2d'`, used in the message
+                at_least: int = 1, # the smallest allowed value (0 for counts such as `context_features`)
+                **sizes,          # name=value pairs that must be integers >= `at_least`
+               ) -> None:
+    "Raise a `ValueError` naming `owner` unless every value is an integer of at least `at_least` (`True`/`False` are not sizes)"
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < at_least:
+            what = 'a positive integer' if at_least == 1 else f'an integer >= {at_least}'
+            raise ValueError(f"{owner}: {name} must be {what}, got {value!r}")
+
+def check_positive(owner: str,   # who is checking, used in the message
+                   **values,     # name=value pairs that must be finite numbers > 0
+                  ) -> None:
+    "Raise a `ValueError` naming `owner` unless every value is a finite real number greater than zero"
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value!r}")
+
 # %% ../nbs/00_core.ipynb #df88bf6d
+def _layer_name(layer: nn.Module) -> str:
+    "The layer's own description for messages (`FlowLinear(784→64)`), else its class name"
+    name = getattr(layer, '_name', None)
+    return name() if callable(name) else type(layer).__name__
+
+def _parameter_dtype(module: nn.Module):
+    "The floating dtype of the module's first floating parameter or buffer; None when it has none"
+    for t in module.parameters():
+        if t.is_floating_point(): return t.dtype
+    for t in module.buffers():
+        if t.is_floating_point(): return t.dtype
+    return None
+
+def context_features_of(module: nn.Module) -> int:
+    "How many context features `module` reads: its own `context_features`, else the largest among its parts' (0: it takes no context)"
+    own = getattr(module, 'context_features', None)
+    if isinstance(own, int): return own
+    return max((m.context_features for m in module.modules()
+                if m is not module and isinstance(getattr(m, 'context_features', None), int)), default=0)
+
+def check_context(name: str,                 # layer description used in the message
+                  context,                   # the context the layer was given
+                  context_features: int,     # how many context features the layer reads (0: none)
+                  batch: int | None = None,  # the input's batch size, which the context must match
+                 ) -> None:
+    "Raise a clear error unless `context` is a finite floating `(batch, context_features)` tensor for a layer that reads one"
+    if context is None: return
+    if not isinstance(context, Tensor): raise TypeError(f"{name}: context must be a torch.Tensor, got {type(context).__name__}")
+    shape = tuple(context.shape)
+    if not context_features:
+        raise ValueError(f"{name}: was given a context of shape {shape}, but it was built without one (context_features=0); "
+                         "build it with context_features=K to condition it on a (batch, K) context, or leave the context out")
+    if not context.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point context (e.g. a one-hot label, F.one_hot(y, K).float()), got dtype {context.dtype}")
+    if context.dim() != 2 or shape[1] != context_features:
+        raise ValueError(f"{name}: expected a context of shape (batch, {context_features}), got {shape}")
+    if batch is not None and shape[0] != batch:
+        raise ValueError(f"{name}: the context has batch size {shape[0]} but the input has {batch}; give one context row per sample")
+    if _checks_active(context) and not torch.isfinite(context).all():
+        raise ValueError(f"{name}: the context has {int((~torch.isfinite(context)).sum())} non-finite value(s); expected finite values")
+
+def _autocast_enabled(device_type: str) -> bool:
+    "Whether `torch.autocast` is on for this device type (torch < 2.4 has one flag per device instead of an argument)"
+    try: return torch.is_autocast_enabled(device_type)
+    except TypeError: return torch.is_autocast_cpu_enabled() if device_type == 'cpu' else torch.is_autocast_enabled()
+
+def _check_call(layer: 'Transform', x, context, direction: str) -> None:
+    "What the contract checks on every call, before the layer's own code runs: the input's dtype and the context"
+    if not _validation['enabled'] or torch.compiler.is_compiling(): return
+    name = _layer_name(layer) + ('.inverse' if direction == 'inverse' else '')
+    if isinstance(x, Tensor) and x.is_floating_point() and not layer._dtype_from_parts and not (direction == 'forward' and layer.casts_input):
+        expected = _parameter_dtype(layer)
+        if expected is not None and x.dtype != expected and not _autocast_enabled(x.device.type):
+            raise TypeError(f"{name}: input has dtype {x.dtype} but the layer's parameters are {expected}; "
+                            f"convert the input (x.to({expected})) or the model (model.to({x.dtype}))")
+    if context is not None:
+        batch = x.shape[0] if isinstance(x, Tensor) and x.dim() > 0 and not torch._C._functorch.is_functorch_wrapped_tensor(x) else None
+        check_context(name, context, context_features_of(layer), batch)
+
+def _under_contract(method, direction: str):
+    "Wrap a subclass's `forward` or `inverse` so the contract's checks run first"
+    @functools.wraps(method)
+    def checked(self, x, context=None, *args, **kwargs):
+        _check_call(self, x, context, direction)
+        return method(self, x, context, *args, **kwargs)
+    checked._flownb_contract = True
+    return checked
+
 class Transform(nn.Module):
     "A layer of a generalized flow: `forward(x, context) -> (z, ldj)` from data to latent, `inverse(z, context) -> x` back"
-    exact: bool = True  # True when `ldj` is the exact log-likelihood contribution, False when it is a one-sample lower bound
+    _dtype_from_parts: bool = False  # True for containers (`Compose`): each part checks its own input's dtype, so the message names it
+    exact: bool = True         # True when `ldj` is the exact log-likelihood contribution, False when it is a one-sample lower bound
+    casts_input: bool = False  # True when `forward` converts its input to its own dtype (dequantization takes levels of any dtype)
+
+    def __init_subclass__(cls, **kwargs):
+        "Every subclass's `forward` and `inverse` run under the contract: dtype and context are checked in this one place"
+        super().__init_subclass__(**kwargs)
+        for direction in ('forward', 'inverse'):
+            method = cls.__dict__.get(direction)
+            if callable(method) and not getattr(method, '_flownb_contract', False):
+                setattr(cls, direction, _under_contract(method, direction))
+
+    def _name(self) -> str:
+        "How messages name this layer, e.g. `ActNorm(4)`; layers with more to say override it"
+        for attr in ('features', 'channels', 'num_parameters'):
+            size = getattr(self, attr, None)
+            if isinstance(size, int): return f'{type(self).__name__}({size})'
+        return type(self).__name__
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         "Map data `x` to latent `z`; return `(z, ldj)` with `ldj` of shape `(batch,)`"
@@ -86,6 +190,7 @@ class Surjection(Transform):
 # %% ../nbs/00_core.ipynb #69da8c41
 class Compose(Transform):
     "Apply `transforms` in order (forward) or in reverse order (inverse), summing their `ldj`"
+    _dtype_from_parts = True
     def __init__(self, *transforms: Transform):
         super().__init__()
         if len(transforms) == 1 and isinstance(transforms[0], (list, tuple)): transforms = tuple(transforms[0])
@@ -98,13 +203,20 @@ class Compose(Transform):
     @property
     def exact(self) -> bool: return all(t.exact for t in self.transforms)
 
+    @property
+    def context_features(self) -> int:
+        "The largest context any layer reads (0: none does)"
+        return max((context_features_of(t) for t in self.transforms), default=0)
+
     def __len__(self): return len(self.transforms)
     def __iter__(self): return iter(self.transforms)
     def __getitem__(self, i): return Compose(*self.transforms[i]) if isinstance(i, slice) else self.transforms[i]
 
-    def _run(self, i, fn, *args):
-        try: return fn(*args)
-        except ValueError as e: raise ValueError(f"layer {i} ({type(self.transforms[i]).__name__}): {e}") from e
+    def _run(self, i, fn, x, context):
+        "Run layer `i`, giving it the context only if it reads one, and put its position in any error it raises"
+        if context is not None and not context_features_of(self.transforms[i]): context = None
+        try: return fn(x, context)
+        except (ValueError, TypeError) as e: raise type(e)(f"layer {i} ({type(self.transforms[i]).__name__}): {e}") from e
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         ldj = x.new_zeros(x.shape[0]) if isinstance(x, Tensor) and x.dim() > 0 else None
@@ -119,6 +231,10 @@ class Compose(Transform):
         return z
 
 # %% ../nbs/00_core.ipynb #c8cb796c
+def _base_context_features(base) -> int:
+    "How many context features the base density reads (torch.distributions objects read none)"
+    return context_features_of(base) if isinstance(base, nn.Module) else 0
+
 def _base_log_prob(base, z: Tensor, context: Tensor | None) -> Tensor:
     "Log-density of the base, summed over the event so the result has shape `(batch,)`"
     if isinstance(base, D.Distribution):
@@ -153,9 +269,19 @@ class Flow(nn.Module):
         "True when `log_prob` is the exact log-likelihood, False when it is a lower bound"
         return self.transform.exact and getattr(self.base, 'exact', True)
 
+    @property
+    def context_features(self) -> int:
+        "The largest context its transforms or its base read (0: an unconditional flow)"
+        return max(context_features_of(self.transform), _base_context_features(self.base))
+
+    def _check_context(self, context, batch: int, where: str):
+        if context is None: return
+        check_context(f'Flow.{where}', context, self.context_features, batch)
+
     def _one_pass(self, x, context):
-        z, ldj = self.transform(x, context)
-        return ldj + _base_log_prob(self.base, z, context)
+        c = context if context is not None and context_features_of(self.transform) else None
+        z, ldj = self.transform(x, c)
+        return ldj + _base_log_prob(self.base, z, context if context is not None and _base_context_features(self.base) else None)
 
     def log_prob(self,
                  x: Tensor,                        # data, batch first
@@ -164,10 +290,11 @@ class Flow(nn.Module):
                  k_chunk: int | None = None,       # passes evaluated per batch when `k` is large (None: all at once)
                 ) -> Tensor:
         "Exact log-likelihood, or for bounded flows the ELBO (`k=None`) or the importance-weighted bound with `k` samples; shape `(batch,)`"
-        if context is not None and isinstance(x, Tensor) and context.shape[0] != x.shape[0]:
-            raise ValueError(f"Flow: context has batch size {context.shape[0]} but x has {x.shape[0]}; they must match")
+        for name, v in (('k', k), ('k_chunk', k_chunk)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"Flow.log_prob: {name} must be a positive integer or None, got {v!r}")
+        if isinstance(x, Tensor) and x.dim() > 0: self._check_context(context, x.shape[0], 'log_prob')
         if k is None or k == 1 or self.exact: return self._one_pass(x, context)
-        if not isinstance(k, int) or k < 1: raise ValueError(f"Flow.log_prob: k must be a positive integer, got {k!r}")
         n, chunk = x.shape[0], k_chunk or k
         total = None
         for start in range(0, k, chunk):
@@ -188,14 +315,16 @@ class Flow(nn.Module):
               ) -> Tensor:
         "Draw `n` samples through the inverses"
         if n is None:
-            if context is None: raise ValueError("Flow.sample: give the number of samples n, or a context with one row per sample")
+            if not isinstance(context, Tensor) or context.dim() == 0:
+                raise ValueError("Flow.sample: give the number of samples n, or a context with one row per sample")
             n = context.shape[0]
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"Flow.sample: n must be a positive integer, got {n!r}")
-        if context is not None and context.shape[0] != n:
+        if context is not None and isinstance(context, Tensor) and context.dim() > 0 and context.shape[0] != n:
             raise ValueError(f"Flow.sample: context has {context.shape[0]} rows but n={n}; give one context row per sample")
-        z = _base_sample(self.base, n, context)
-        return self.transform.inverse(z, context)
+        self._check_context(context, n, 'sample')
+        z = _base_sample(self.base, n, context if context is not None and _base_context_features(self.base) else None)
+        return self.transform.inverse(z, context if context is not None and context_features_of(self.transform) else None)
 
 # %% ../nbs/00_core.ipynb #f3005099
 def bits_per_dim(log_prob: Tensor | float,       # log-density (nats) of data scaled to [0, 1], per sample or averaged

@@ -13,7 +13,7 @@ import torch.distributions as D
 import torch.nn.functional as F
 from fastcore.basics import store_attr
 
-from .core import check_input
+from .core import check_input, check_sizes, check_positive
 
 # %% auto #0
 __all__ = ['StandardNormal', 'DiagonalNormal', 'mlp', 'conv_net', 'soft_clamp', 'ConditionalNormal']
@@ -64,6 +64,8 @@ class DiagonalNormal(StandardNormal):
 def mlp(in_features: int, out_features: int, hidden_features: int = 64, num_layers: int = 2,
         zero_init: bool = True) -> nn.Sequential:
     "MLP with `num_layers` hidden layers of width `hidden_features` (SiLU), last layer zero-initialised"
+    check_sizes('mlp', in_features=in_features, out_features=out_features, hidden_features=hidden_features)
+    check_sizes('mlp', 0, num_layers=num_layers)
     layers, width = [], in_features
     for _ in range(num_layers): layers += [nn.Linear(width, hidden_features), nn.SiLU()]; width = hidden_features
     layers.append(nn.Linear(width, out_features))
@@ -73,6 +75,8 @@ def mlp(in_features: int, out_features: int, hidden_features: int = 64, num_laye
 def conv_net(in_channels: int, out_channels: int, hidden_channels: int = 64, num_layers: int = 2,
              zero_init: bool = True) -> nn.Sequential:
     "Convolutional net: 3×3 convolution in, 1×1 between, 3×3 out (padding keeps height and width); last layer zero-initialised"
+    check_sizes('conv_net', in_channels=in_channels, out_channels=out_channels, hidden_channels=hidden_channels)
+    check_sizes('conv_net', 0, num_layers=num_layers)
     layers, width = [], in_channels
     for i in range(num_layers):
         k = 3 if i == 0 else 1
@@ -113,6 +117,9 @@ class ConditionalNormal(nn.Module):
                  max_log_scale: float = 7.0,    # log-scales are soft-bounded to (-max_log_scale, max_log_scale)
                 ):
         super().__init__()
+        check_sizes(type(self).__name__, in_features=in_features, out_features=out_features, hidden_features=hidden_features)
+        check_sizes(type(self).__name__, 0, num_layers=num_layers, context_features=context_features)
+        check_positive(type(self).__name__, max_log_scale=max_log_scale)
         store_attr('in_features,out_features,context_features,conv,max_log_scale')
         build = conv_net if conv else mlp
         self.net = build(in_features + context_features, 2 * out_features, hidden_features, num_layers)

@@ -12,7 +12,7 @@ from torch import nn, Tensor
 import torch.distributions as D
 from fastcore.basics import store_attr
 
-from .core import Transform, Bijection, Compose, Flow, Surjection, check_input, validation
+from .core import Transform, Bijection, Compose, Flow, Surjection, check_input, check_sizes, validation
 from .distributions import StandardNormal, ConditionalNormal, _as_shape, soft_clamp
 from .surjections import VAE
 
@@ -48,8 +48,8 @@ class LowDimPrior(nn.Module):
         super().__init__()
         self.shape = _as_shape(shape)
         self.features = math.prod(self.shape)
-        if not (isinstance(noise_features, int) and noise_features >= 1):
-            raise ValueError(f"LowDimPrior: noise_features must be a positive integer, got {noise_features!r}")
+        check_sizes('LowDimPrior', noise_features=noise_features)
+        check_sizes('LowDimPrior', 0, context_features=context_features)
         if linear and context_features:
             raise ValueError("LowDimPrior: the linear prior takes no context; use linear=False for a conditional prior")
         store_attr('noise_features,linear,context_features,max_log_scale')
@@ -148,7 +148,7 @@ class LCMASplit(Surjection):
         if len(self.shape) not in (1, 3):
             raise ValueError(f"LCMASplit: shape must be (features,) or (channels, height, width), got {self.shape}")
         size = self.shape[0]
-        if not (isinstance(keep, int) and 0 < keep < size):
+        if isinstance(keep, bool) or not (isinstance(keep, int) and 0 < keep < size):
             raise ValueError(f"LCMASplit: keep must be in 1..{size - 1} (it drops dimensions), got {keep!r}")
         store_attr('keep')
         self.conv = len(self.shape) == 3

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torch.distributions as D
 from fastcore.basics import store_attr
 
-from .core import Surjection, check_input
+from .core import Surjection, check_input, check_sizes, check_positive
 from .distributions import ConditionalNormal, mlp, conv_net, soft_clamp, _context_input
 from .bijections import _packed_spline, _sum_per_sample
 
@@ -43,6 +43,9 @@ class MLPFunnel(Surjection):
                  context_features: int = 0, transform: str = 'affine', bins: int = 8, bound: float = 3.0,
                  max_log_scale: float = 3.0):
         super().__init__()
+        check_sizes('MLPFunnel', in_features=in_features, out_features=out_features)
+        check_sizes('MLPFunnel', 2, bins=bins)
+        check_positive('MLPFunnel', bound=bound, max_log_scale=max_log_scale)
         if not 0 < out_features < in_features:
             raise ValueError(f"MLPFunnel: a funnel reduces dimension, so out_features must be in 1..{in_features - 1}; "
                              f"got {in_features}→{out_features}")
@@ -107,10 +110,12 @@ class ConvFunnel(Surjection):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, hidden_channels: int = 32,
                  num_layers: int = 2, context_features: int = 0, max_log_scale: float = 7.0):
         super().__init__()
+        check_sizes('ConvFunnel', in_channels=in_channels, out_channels=out_channels, hidden_channels=hidden_channels)
+        check_positive('ConvFunnel', max_log_scale=max_log_scale)
         if not 0 < out_channels <= in_channels:
             raise ValueError(f"ConvFunnel: a funnel reduces dimension, so out_channels must be in 1..{in_channels} "
                              f"(= in_channels); got {in_channels}→{out_channels}")
-        if not isinstance(kernel_size, int) or kernel_size < 1:
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
             raise ValueError(f"ConvFunnel: kernel_size must be a positive integer, got {kernel_size!r}")
         if kernel_size == 1 and out_channels == in_channels:
             raise ValueError("ConvFunnel: kernel_size 1 with out_channels == in_channels drops nothing; use Conv1x1")

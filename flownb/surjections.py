@@ -12,7 +12,7 @@ import torch.distributions as D
 import torch.nn.functional as F
 from fastcore.basics import store_attr
 
-from .core import Transform, Bijection, Surjection, check_input, _checks_active
+from .core import Transform, Bijection, Surjection, check_input, check_sizes, check_positive, _checks_active
 from .distributions import ConditionalNormal, mlp, conv_net, soft_clamp, _with_context
 from .bijections import _sum_per_sample, _features_pattern
 
@@ -44,6 +44,7 @@ class Slice(Surjection):
     def __init__(self, in_features: int, out_features: int, hidden_features: int = 64, num_layers: int = 2,
                  context_features: int = 0, conv: bool = False):
         super().__init__()
+        check_sizes('Slice', in_features=in_features, out_features=out_features)
         if not 0 < out_features < in_features:
             raise ValueError(f"Slice: out_features must be in 1..in_features-1 (it drops dimensions), got {in_features}→{out_features}")
         store_attr('in_features,out_features,conv')
@@ -85,6 +86,7 @@ class Augment(Surjection):
     def __init__(self, in_features: int, out_features: int, hidden_features: int = 64, num_layers: int = 2,
                  context_features: int = 0, conv: bool = False):
         super().__init__()
+        check_sizes('Augment', in_features=in_features, out_features=out_features)
         if not out_features > in_features > 0:
             raise ValueError(f"Augment: out_features must exceed in_features (it adds dimensions), got {in_features}→{out_features}")
         store_attr('in_features,out_features,conv')
@@ -124,6 +126,10 @@ class Abs(Surjection):
     exact = True
     def __init__(self, features: int, hidden_features: int = 32, context_features: int = 0):
         super().__init__()
+        check_sizes('Abs', features=features)
+        check_sizes('Abs', 0, hidden_features=hidden_features, context_features=context_features)
+        if context_features and not hidden_features:
+            raise ValueError("Abs: context_features needs a network (hidden_features > 0); one learned probability per feature cannot see a context")
         store_attr('features,context_features')
         self.noise_mean = False
         self.net = mlp(features + context_features, features, hidden_features, 2) if hidden_features else None
@@ -184,6 +190,7 @@ class Sort(Surjection):
     exact = True
     def __init__(self, features: int, learned: bool = False, hidden_features: int = 32):
         super().__init__()
+        check_sizes('Sort', features=features, hidden_features=hidden_features)
         store_attr('features,learned')
         self.net = mlp(features, features, hidden_features, 2) if learned else None
 
@@ -213,7 +220,7 @@ class SortedToReal(Bijection):
         >>> y, ldj = SortedToReal(3)(torch.sort(torch.randn(4, 3), 1)[0])
     """
     def __init__(self, features: int):
-        super().__init__(); self.features = features
+        super().__init__(); check_sizes('SortedToReal', features=features); self.features = features
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_input(f'SortedToReal({self.features})', x, (self.features,))
@@ -241,7 +248,7 @@ class StochasticPermutation(Surjection):
     """
     exact = False
     def __init__(self, features: int):
-        super().__init__(); self.features = features
+        super().__init__(); check_sizes('StochasticPermutation', features=features); self.features = features
 
     def _shuffle(self, x):
         return torch.gather(x, 1, torch.argsort(torch.rand_like(x), 1))
@@ -277,8 +284,15 @@ class MaxPool2d(Surjection):
     exact = True
     def __init__(self, channels: int, kernel_size=2, hidden_channels: int = 32, context_features: int = 0):
         super().__init__()
-        self.channels, self.context_features = channels, context_features
         self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        check_sizes('MaxPool2d', channels=channels)
+        if len(self.kernel_size) != 2: raise ValueError(f"MaxPool2d: kernel_size must be an int or a pair (kh, kw), got {kernel_size!r}")
+        check_sizes('MaxPool2d', kernel_height=self.kernel_size[0], kernel_width=self.kernel_size[1])
+        if self.kernel_size == (1, 1): raise ValueError("MaxPool2d: a 1×1 window pools nothing; use kernel_size >= 2 in some direction")
+        check_sizes('MaxPool2d', 0, hidden_channels=hidden_channels, context_features=context_features)
+        if context_features and not hidden_channels:
+            raise ValueError("MaxPool2d: context_features needs a network (hidden_channels > 0); one learned scale per channel cannot see a context")
+        self.channels, self.context_features = channels, context_features
         self.noise_mean = False
         self.net = conv_net(channels + context_features, channels, hidden_channels, 2) if hidden_channels else None
         self.log_scale = nn.Parameter(torch.zeros(channels)) if not hidden_channels else None
@@ -333,6 +347,7 @@ class VAE(Surjection):
     exact = False
     def __init__(self, in_features: int, latent_features: int, hidden_features: int = 64, num_layers: int = 2, context_features: int = 0):
         super().__init__()
+        check_sizes('VAE', in_features=in_features, latent_features=latent_features)
         store_attr('in_features,latent_features')
         self.noise_mean = False
         self.encoder = ConditionalNormal(in_features, latent_features, hidden_features, num_layers, context_features)
@@ -357,7 +372,7 @@ from torch import nn, Tensor
 import torch.distributions as D
 import torch.nn.functional as F
 
-from .core import Surjection, check_input, _checks_active
+from .core import Surjection, check_input, check_sizes, _checks_active
 from .distributions import ConditionalNormal
 from .bijections import _sum_per_sample
 
@@ -395,10 +410,13 @@ class UniformDequantization(Surjection):
         >>> x = t.inverse(z)                                     # the levels back
     """
     exact = False
+    casts_input = True   # integer levels of any dtype are converted to the layer's own
     def __init__(self, bins: int = 256, shape: Sequence[int] | None = None):
         super().__init__()
-        if bins < 2: raise ValueError(f"UniformDequantization: bins must be at least 2, got {bins}")
+        check_sizes('UniformDequantization', 2, bins=bins)
         self.bins, self.shape = bins, None if shape is None else tuple(shape)
+        if self.shape is not None and not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.shape):
+            raise ValueError(f"{type(self).__name__}: shape must hold positive integers, got {shape!r}")
         self.register_buffer('_zero', torch.zeros(()), persistent=False)
 
     def _name(self): return f'{type(self).__name__}(bins={self.bins})'
@@ -437,6 +455,7 @@ class VariationalDequantization(UniformDequantization):
     """
     def __init__(self, shape: Sequence[int], bins: int = 256, hidden_features: int = 32):
         super().__init__(bins, shape)
+        check_sizes('VariationalDequantization', hidden_features=hidden_features)
         conv = len(self.shape) == 3
         if len(self.shape) not in (1, 3): raise ValueError(f"VariationalDequantization: shape must be (features,) or (channels, height, width), got {shape}")
         self.q = ConditionalNormal(self.shape[0], self.shape[0], hidden_features, 2, conv=conv)

@@ -75,9 +75,9 @@ def test_scalar_and_non_tensor_inputs(name):
 
 def test_constructor_arguments():
     cases = [
-        (lambda: LeakyReLU(0.0), 'must be > 0'), (lambda: LeakyReLU(-1.0), 'must be > 0'),
-        (lambda: RQSpline(2, bins=1), 'at least 2'), (lambda: RQSpline(2, bound=0), 'bound must be > 0'),
-        (lambda: AffineCoupling(1), 'at least 2 features'), (lambda: Squeeze(1), 'at least 2'),
+        (lambda: LeakyReLU(0.0), 'must be > 0'), (lambda: LeakyReLU(-1.0), 'finite number > 0'),
+        (lambda: RQSpline(2, bins=1), 'an integer >= 2'), (lambda: RQSpline(2, bound=0), 'bound must be a finite number > 0'),
+        (lambda: AffineCoupling(1), 'at least 2 features'), (lambda: Squeeze(1), 'an integer >= 2'),
         (lambda: Reshape((2, 3), (7,)), 'has 6 elements'), (lambda: Logit(0.5), r'alpha must be in \[0, 0.5\)'),
         (lambda: Permutation(3, [0, 1, 1]), 'permutation of range'), (lambda: Permutation(3, 'sideways'), "'random', 'reverse'"),
         (lambda: StandardNormal(0), 'positive size'), (lambda: StandardNormal((2, -1)), 'positive size'),
@@ -103,11 +103,12 @@ def test_flow_errors():
     flow = Flow(StandardNormal(2), [AffineCoupling(2)])
     with pytest.raises(ValueError, match=r'layer 0 \(AffineCoupling\): AffineCoupling\(2\): expected input \(batch, 2\), got \(5, 3\)'):
         flow.log_prob(torch.randn(5, 3))
-    with pytest.raises(ValueError, match='context has batch size 2 but x has 5'):
-        flow.log_prob(torch.randn(5, 2), context=torch.randn(2, 1))
+    conditional = Flow(StandardNormal(2), [AffineCoupling(2, context_features=1)])
+    with pytest.raises(ValueError, match='context has batch size 2 but the input has 5'):
+        conditional.log_prob(torch.randn(5, 2), context=torch.randn(2, 1))
     for n in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match='positive integer'): flow.sample(n)
-    with pytest.raises(ValueError, match='context has 3 rows but n=4'): flow.sample(4, context=torch.zeros(3, 1))
+    with pytest.raises(ValueError, match='context has 3 rows but n=4'): conditional.sample(4, context=torch.zeros(3, 1))
     with pytest.raises(ValueError, match='give the number of samples'): flow.sample()
     with pytest.raises(TypeError, match='base must be'): Flow('normal', [AffineCoupling(2)])
     with pytest.raises(TypeError, match='item 0 is a Linear'): Flow(StandardNormal(2), [torch.nn.Linear(2, 2)])

@@ -36,7 +36,7 @@ def test_bad_levels(name):
 
 def test_constructor_errors():
     cases = [(lambda: S.Slice(3, 3), 'drops dimensions'), (lambda: S.Augment(3, 2), 'adds dimensions'),
-             (lambda: DQ.UniformDequantization(1), 'at least 2'), (lambda: DQ.VariationalDequantization((2, 3)), 'shape must be')]
+             (lambda: DQ.UniformDequantization(1), 'an integer >= 2'), (lambda: DQ.VariationalDequantization((2, 3)), 'shape must be')]
     for make, fragment in cases:
         with pytest.raises(ValueError, match=fragment): make()
     with pytest.raises(ValueError, match=r'divisible by the window 2×2, got \(1, 1, 3, 4\)'): S.MaxPool2d(1, 2)(torch.zeros(1, 1, 3, 4))
