@@ -12,10 +12,10 @@ from fastcore.script import Param, anno_parser, store_true
 
 from .data import load_data, save_image_grid, DataError, DATASETS
 from .models import MODELS, create_model, continuous_part_exact, num_parameters, latent_shape
-from .train import TrainConfig, train, evaluate, model_from_checkpoint, CheckpointError, NonFiniteLossError
+from .train import TrainConfig, train, evaluate, model_from_checkpoint, resolve_device, CheckpointError, NonFiniteLossError, RunFolderError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'USER_ERRORS', 'train_cmd', 'eval_cmd', 'sample_cmd', 'models_cmd', 'main', 'cli']
+__all__ = ['COMMANDS', 'USER_ERRORS', 'train_cmd', 'eval_cmd', 'sample_cmd', 'models_cmd', 'error_line', 'main', 'cli']
 
 # %% ../nbs/14_cli.ipynb #fc78a193
 def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
@@ -53,6 +53,7 @@ def eval_cmd(checkpoint: Param("checkpoint.pt written by `flownb train`", str),
     "Test bits/dim of a trained model (ELBO, or the importance-weighted bound with --k)"
     if k < 0: raise ValueError(f"--k must be >= 0, got {k}")
     if batch_size < 1: raise ValueError(f"--batch-size must be positive, got {batch_size}")
+    device = resolve_device(device)
     flow, state = model_from_checkpoint(checkpoint, device)
     cfg = state['config']
     data = load_data(cfg['data'], data_dir or cfg.get('data_dir'), seed=cfg.get('seed', 0))
@@ -71,10 +72,13 @@ def sample_cmd(checkpoint: Param("checkpoint.pt written by `flownb train`", str)
                device: Param("'cpu', 'cuda' or 'cuda:N'", str) = 'cpu'):
     "Draw samples from a trained model and save them as an image grid (or a tensor)"
     if n < 1: raise ValueError(f"--n must be a positive integer, got {n}")
+    out, device = Path(out), resolve_device(device)
+    if out.is_dir(): raise ValueError(f"--out {out} is a folder; expected a file name, e.g. {out / 'samples.png'}")
+    if any(p.exists() and not p.is_dir() for p in out.parents): raise ValueError(f"--out {out} lies under a file; expected a path in a folder")
     flow, state = model_from_checkpoint(checkpoint, device)
     torch.manual_seed(seed)
     with torch.no_grad(): samples = flow.sample(n).cpu()
-    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == '.pt': torch.save(samples, out)
     elif len(state['shape']) == 3 and state.get('bins'): save_image_grid(samples, state['bins'], out, nrow=int(math.ceil(math.sqrt(n))))
     elif samples.dim() == 2 and samples.shape[1] == 2:
@@ -100,7 +104,15 @@ def models_cmd(data: Param("dataset whose shape the models are built for", str) 
 
 # %% ../nbs/14_cli.ipynb #cfc8fa8d
 COMMANDS = {'train': train_cmd, 'eval': eval_cmd, 'sample': sample_cmd, 'models': models_cmd}
-USER_ERRORS = (ValueError, FileNotFoundError, DataError, CheckpointError, NonFiniteLossError)
+USER_ERRORS = (ValueError, OSError, DataError, CheckpointError, NonFiniteLossError, RunFolderError)
+
+def error_line(e: BaseException) -> str:
+    "A user error as one line: an `OSError` from the system says which path and why, anything else says its message"
+    if isinstance(e, OSError) and e.strerror:
+        message = e.strerror if e.filename is None else f"{e.filename}: {e.strerror}"
+        if e.filename2 is not None: message += f" (and {e.filename2})"
+    else: message = str(e) or type(e).__name__
+    return ' '.join(message.split())   # messages quoted from torch or the system may span lines
 
 def _parser(cmd: str) -> argparse.ArgumentParser:
     "fastcore's parser for a subcommand, with `--dashed-names` accepted beside `--underscored_names`"
@@ -125,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(_parser(cmd).parse_args(argv))   # argparse prints usage and one error line, exits 2
     args.pop('pdb', None); args.pop('xtra', None)
     try: COMMANDS[cmd](**args)
+    except BrokenPipeError: raise   # the reader of stdout went away: `cli` ends quietly
     except USER_ERRORS as e:
-        print(f"flownb {cmd}: error: {e}", file=sys.stderr); return 1
+        print(f"flownb {cmd}: error: {error_line(e)}", file=sys.stderr); return 1
     except KeyboardInterrupt:
         print(f"flownb {cmd}: interrupted; the last completed epoch's checkpoint is kept; continue with --resume", file=sys.stderr)
         return 130

@@ -4,9 +4,12 @@
 
 # %% ../nbs/13_train.ipynb #11f888b1
 from __future__ import annotations
-import json, math, os, time
+import errno, json, math, os, socket, time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
+try: import fcntl                  # POSIX; without it (Windows) run folders are not locked
+except ImportError: fcntl = None
 
 import torch
 import torch.distributed as dist
@@ -24,8 +27,33 @@ from .models import MODELS, create_model, continuous_part_exact, num_parameters,
 from .drf import LCMASplit, fit_lcma
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'TrainConfig', 'evaluate', 'CheckpointError', 'NonFiniteLossError', 'save_checkpoint',
-           'load_checkpoint', 'model_from_checkpoint', 'first_nonfinite_layer', 'train']
+__all__ = ['CHECKPOINT_FORMAT', 'resolve_device', 'TrainConfig', 'evaluate', 'CheckpointError', 'NonFiniteLossError',
+           'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint', 'first_nonfinite_layer', 'RunFolderError',
+           'RunLock', 'train']
+
+# %% ../nbs/13_train.ipynb #1b6003d7
+def resolve_device(name: str | torch.device = 'auto',  # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N' (or 'mps')
+                   local_rank: int = 0,                # this process's GPU under torchrun
+                  ) -> torch.device:
+    "The `torch.device` for `name`, or a `ValueError` saying why it cannot be used here"
+    expected = "expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+    if isinstance(name, torch.device): name = str(name)
+    if not isinstance(name, str): raise ValueError(f"device must be a string, {expected}; got {name!r}")
+    if name == 'auto': return torch.device('cuda', local_rank) if torch.cuda.is_available() else torch.device('cpu')
+    try: dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError): raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {name!r}") from None
+    if dev.type == 'meta': raise ValueError(f"device {name!r} holds shapes but no numbers, so nothing can be trained, evaluated or sampled on it; {expected}")
+    if dev.type == 'mps':
+        if not torch.backends.mps.is_available(): raise ValueError(f"device {name!r} asked for, but MPS is not available here; {expected}")
+        return dev
+    if dev.type not in ('cpu', 'cuda'): raise ValueError(f"device {name!r}: flownb runs on the CPU or on CUDA GPUs; {expected}")
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available(): raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count: raise ValueError(f"device {name!r} asked for, but this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}")
+        if dev.index is None and int(os.environ.get('WORLD_SIZE', 1)) > 1: return torch.device('cuda', local_rank)
+    return dev
+
 
 # %% ../nbs/13_train.ipynb #d7864506
 @dataclass
@@ -58,10 +86,7 @@ class TrainConfig:
         if self.weight_decay < 0 or self.grad_clip < 0: raise ValueError("weight_decay and grad_clip must be >= 0")
         if self.dequantization not in ('uniform', 'variational'): raise ValueError(f"dequantization must be 'uniform' or 'variational', got {self.dequantization!r}")
         if not isinstance(self.eval_k, int) or self.eval_k < 0: raise ValueError(f"eval_k must be a non-negative integer, got {self.eval_k!r}")
-        if self.device != 'auto':
-            try: dev = torch.device(self.device)
-            except RuntimeError: raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}") from None
-            if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device {self.device!r} asked for, but CUDA is not available here")
+        resolve_device(self.device)   # an unknown device, 'meta', or CUDA that is not here
         return self
 
 # %% ../nbs/13_train.ipynb #af47e4a6
@@ -87,18 +112,44 @@ class NonFiniteLossError(RuntimeError):
 
 CHECKPOINT_FORMAT = 'flownb-checkpoint-v1'
 
+def _temporary(path: Path, pid: int | str) -> Path: return path.with_name(f'.{path.name}.{pid}.tmp')
+
 def save_checkpoint(path: str | Path, state: dict) -> Path:
     "Write `state` with `torch.save` to a temporary file, flush it to disk, then atomically rename it to `path`"
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    path = Path(path); tmp = _temporary(path, os.getpid())
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, 'wb') as f:
             torch.save({'format': CHECKPOINT_FORMAT, **state}, f)
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:   # a full disk, a read-only folder: say which file, and that the old checkpoint is intact
+        raise OSError(e.errno, f"cannot write the checkpoint ({e.strerror or e}); the previous one, if any, is kept", str(path)) from e
     finally:
-        if tmp.exists(): tmp.unlink()
+        with suppress(OSError): tmp.unlink(missing_ok=True)
     return path
+
+def _short(value) -> str:
+    s = repr(value)
+    return s if len(s) <= 40 else s[:37] + '...'
+
+_CONFIG_FIELDS = {'model': (str, 'a model name'), 'data': (str, 'a dataset name'), 'data_dir': ((str, type(None)), 'a folder or None'),
+                  'seed': (int, 'an integer'), 'dequantization': (str, "'uniform' or 'variational'"), 'model_options': (dict, 'a dict of options')}
+
+def _check_fields(path: Path, state: dict):
+    "Raise a `CheckpointError` naming the first field whose type is not what `save_checkpoint` writes"
+    def fail(name, expected, got): raise CheckpointError(f"{path}: its {name} should be {expected}, got {type(got).__name__} {_short(got)}")
+    cfg, shape, bins = state['config'], state['shape'], state.get('bins')
+    if not isinstance(cfg, dict): fail("'config'", 'a dict of the run\'s settings', cfg)
+    for key in ('model', 'data'):
+        if key not in cfg: raise CheckpointError(f"{path} is incomplete: its config has no {key!r} (the {'model' if key == 'model' else 'dataset'} name the run used)")
+    for key, (kind, expected) in _CONFIG_FIELDS.items():
+        if key in cfg and (not isinstance(cfg[key], kind) or isinstance(cfg[key], bool)): fail(f"config[{key!r}]", expected, cfg[key])
+    if not (isinstance(shape, (list, tuple)) and shape and all(type(s) is int and s > 0 for s in shape)):
+        fail("'shape'", 'a list of positive integers (the data shape, e.g. [1, 8, 8])', shape)
+    if bins is not None and not (type(bins) is int and bins > 1): fail("'bins'", 'None or an integer > 1', bins)
+    if not (type(state['epoch']) is int and state['epoch'] >= 0): fail("'epoch'", 'a non-negative integer', state['epoch'])
+    if not isinstance(state['model_state'], dict): fail("'model_state'", "a dict of tensors (the model's state_dict)", state['model_state'])
 
 def load_checkpoint(path: str | Path) -> dict:
     "Read a checkpoint written by `save_checkpoint`, or raise a `CheckpointError` that says what is wrong with it"
@@ -111,16 +162,18 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path} is not a flownb checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     missing = [k for k in ('config', 'model_state', 'epoch', 'shape') if k not in state]
     if missing: raise CheckpointError(f"{path} is incomplete: missing {missing}")
+    _check_fields(path, state)
     return state
 
 def model_from_checkpoint(path: str | Path, device: str | torch.device = 'cpu') -> tuple[Flow, dict]:
     "Rebuild the model a checkpoint was trained with and load its weights; returns `(flow, checkpoint)`"
+    device = resolve_device(device)
     state = load_checkpoint(path)
     cfg = state['config']
     try: flow = create_model(cfg['model'], state['shape'], state.get('bins'), cfg.get('dequantization', 'uniform'), **cfg.get('model_options', {}))
-    except ValueError as e: raise CheckpointError(f"{path}: cannot rebuild its model {cfg.get('model')!r}: {e}") from None
+    except (ValueError, TypeError) as e: raise CheckpointError(f"{path}: cannot rebuild its model {cfg.get('model')!r}: {e}") from None
     try: flow.load_state_dict(state['model_state'])
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its weights do not fit model {cfg['model']!r} of this flownb version: {str(e)[:300]}") from None
     return flow.to(device).eval(), state
 
@@ -139,11 +192,104 @@ def first_nonfinite_layer(flow: Flow, x: Tensor, context: Tensor | None = None) 
         if not torch.isfinite(lp).all(): return f"the base density ({type(flow.base).__name__}) is non-finite on the latents"
     return "no layer (the non-finite value came from the loss or the gradients)"
 
+# %% ../nbs/13_train.ipynb #3cd1ae8d
+class RunFolderError(OSError):
+    "A run folder cannot be used: it is a file, cannot be created or written, or another run holds its lock"
+
+class RunLock:
+    "An exclusive, non-blocking `fcntl.flock` on `folder/.lock`, whose file names the holder (pid, host, start time)"
+    name = '.lock'
+    def __init__(self, folder: str | Path): self.folder, self.path, self.fd = Path(folder), Path(folder) / self.name, None
+
+    def acquire(self) -> 'RunLock':
+        "Create `folder` if needed and take its lock without waiting, or raise a `RunFolderError` that says why not"
+        if self.folder.exists() and not self.folder.is_dir():
+            raise RunFolderError(f"run folder {self.folder} is an existing file; expected a folder (or a path where one can be created): choose another --out")
+        try: self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            under_file = e.errno in (errno.ENOTDIR, errno.EEXIST)
+            raise RunFolderError(f"cannot create the run folder {self.folder}: {e.strerror}{' (a part of that path is a file)' if under_file else ''}; "
+                                 "expected a folder that can be written: choose another --out") from None
+        while True:
+            try: fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e: raise RunFolderError(f"cannot write in the run folder {self.folder}: {e.strerror}; expected a folder that can be written") from None
+            try:
+                if fcntl is not None: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._describe(self._read(fd)); os.close(fd)
+                raise RunFolderError(f"{self.folder} is in use by another flownb run ({holder}); wait for it to end, or choose another --out") from None
+            except OSError as e:
+                os.close(fd); raise RunFolderError(f"cannot lock the run folder {self.folder}: {e.strerror}") from None
+            # a holder that ends removes the file while it still holds the lock; if that happened after we opened it, we
+            # now hold a lock on a file no one else will open: let it go and lock the file that is there now
+            try: same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError: same = False
+            if same: break
+            os.close(fd)
+        self.fd = fd
+        info = {'pid': os.getpid(), 'host': socket.gethostname(), 'started': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
+        try: os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError as e:
+            self.release(); raise RunFolderError(f"cannot write in the run folder {self.folder}: {e.strerror}; expected a folder that can be written") from None
+        return self
+
+    def release(self):
+        "Give the lock up and remove its file (the kernel drops the lock by itself if the process dies)"
+        if self.fd is None: return
+        with suppress(OSError): os.unlink(self.path)   # before closing, while still held: see `acquire`
+        os.close(self.fd); self.fd = None
+
+    def holder(self) -> dict | None:
+        "What the lock file says about the run holding it (pid, host, started), or None"
+        try: fd = os.open(self.path, os.O_RDONLY)
+        except OSError: return None
+        try: return self._read(fd)
+        finally: os.close(fd)
+
+    @staticmethod
+    def _read(fd: int) -> dict | None:
+        try: return json.loads(os.pread(fd, 4096, 0).decode())
+        except (OSError, ValueError): return None
+
+    @staticmethod
+    def _describe(info: dict | None) -> str:
+        if not isinstance(info, dict): return 'it is just starting'
+        return f"pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}"
+
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+
+
 # %% ../nbs/13_train.ipynb #f25c5b03
-def _device(name: str, local_rank: int) -> torch.device:
-    if name == 'auto': return torch.device(f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu')
-    dev = torch.device(name)
-    return torch.device('cuda', local_rank) if dev.type == 'cuda' and dev.index is None and int(os.environ.get('WORLD_SIZE', 1)) > 1 else dev
+def _remove_stale_temporaries(folder: Path, name: str = 'checkpoint.pt') -> list[Path]:
+    "Remove what `save_checkpoint` leaves when its process is killed while saving; only safe holding the folder's lock"
+    stale = sorted(folder.glob(_temporary(Path(name), '*').name))
+    for path in stale: path.unlink(missing_ok=True)
+    return stale
+
+@contextmanager
+def _hold_run_folder(out: Path, rank: int, distributed: bool):
+    "Rank 0 locks `out` for the whole run and removes stale temporaries; every process ends if the lock is refused"
+    lock, refused = RunLock(out), None
+    if rank == 0:
+        try: lock.acquire()
+        except RunFolderError as e: refused = str(e)
+    if distributed:   # the other processes end with the same message instead of waiting for a rank 0 that has left
+        box = [refused]; dist.broadcast_object_list(box, src=0); refused = box[0]
+    if refused is not None: raise RunFolderError(refused)
+    try:
+        if rank == 0 and (stale := _remove_stale_temporaries(out)):
+            print(f"removed {len(stale)} temporary file(s) left in {out} by a save that was killed: {', '.join(p.name for p in stale)}", flush=True)
+        yield lock
+    finally: lock.release()
+
+@contextmanager
+def _writing(path: Path):
+    "Name `path` in a file-system error raised while writing it (a full disk, a read-only folder)"
+    try: yield
+    except OSError as e:
+        if e.filename is None: raise OSError(e.errno, f"cannot write it ({e.strerror or e})", str(path)) from e
+        raise
 
 def _rng_state(device) -> dict:
     state = {'torch': torch.get_rng_state()}
@@ -158,21 +304,22 @@ def _write_samples(flow: Flow, data: DensityData, path: Path, n: int = 64):
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         samples = flow.sample(n).cpu()
-    if data.is_image and data.bins: save_image_grid(samples, data.bins, path)
+    if data.is_image and data.bins:
+        with _writing(path): save_image_grid(samples, data.bins, path)
     elif samples.dim() == 2 and samples.shape[1] == 2:
         fig = Figure(figsize=(3, 3)); ax = fig.subplots(); ax.scatter(*samples.T, s=2); ax.set_aspect('equal'); ax.set_title('samples', fontsize=9)
-        fig.savefig(path, dpi=100, bbox_inches='tight')
+        with _writing(path): fig.savefig(path, dpi=100, bbox_inches='tight')
 
 def _write_curves(history: dict, path: Path, label: str):
     fig = Figure(figsize=(5, 3)); ax = fig.subplots()   # matplotlib's object API: no pyplot state, any backend
     ax.plot(history['step'], history['train_bpd'], lw=0.6, label='train (per step)')
     ax.plot(history['epoch_step'], history['test_bpd'], 'o-', ms=3, label='test (per epoch)')
     ax.set_xlabel('step'); ax.set_ylabel(label); ax.legend(fontsize=8); fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with _writing(path): fig.savefig(path, dpi=100)
 
 # %% ../nbs/13_train.ipynb #8ab579ce
 def train(config: TrainConfig,                 # what to train
-          out: str | Path = 'runs/latest',     # run folder: checkpoint.pt, samples.png, curves.png, metrics.json
+          out: str | Path = 'runs/latest',     # run folder: checkpoint.pt, samples.png, curves.png, metrics.json (locked while running)
           resume: bool = False,                # continue from `out/checkpoint.pt`
           progress: bool = True,               # show a progress bar
           data: DensityData | None = None,     # already-loaded data (default: `load_data(config.data, ...)`)
@@ -182,122 +329,124 @@ def train(config: TrainConfig,                 # what to train
     config.validate()
     out = Path(out); ckpt_path = out / 'checkpoint.pt'
     world, rank, local_rank = (int(os.environ.get(k, d)) for k, d in (('WORLD_SIZE', 1), ('RANK', 0), ('LOCAL_RANK', 0)))
-    device = _device(config.device, local_rank)
+    device = resolve_device(config.device, local_rank)
     distributed = world > 1
     if distributed and not dist.is_initialized():
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     if device.type == 'cuda': torch.cuda.set_device(device)
-    resumed = load_checkpoint(ckpt_path) if resume else None
-    if resumed is not None:
-        saved = resumed['config']
-        for key in ('model', 'data', 'epochs', 'batch_size', 'lr', 'weight_decay', 'seed', 'dequantization', 'model_options'):
-            if saved.get(key) != getattr(config, key):
-                raise CheckpointError(f"{ckpt_path} was trained with {key}={saved.get(key)!r} but this run asks for "
-                                      f"{key}={getattr(config, key)!r}; resume with the same settings or start a new --out")
-    elif rank == 0 and ckpt_path.exists():
-        raise CheckpointError(f"{ckpt_path} already exists; pass --resume to continue that run, or choose another --out")
+    with _hold_run_folder(out, rank, distributed):   # rank 0 holds out/.lock from here to metrics.json
+        resumed = load_checkpoint(ckpt_path) if resume else None
+        if resumed is not None:
+            missing = [k for k in ('optimizer_state', 'scheduler_state', 'step', 'history', 'rng') if k not in resumed]
+            if missing: raise CheckpointError(f"{ckpt_path} cannot be resumed: it has no {missing} (a checkpoint with weights only)")
+            saved = resumed['config']
+            for key in ('model', 'data', 'epochs', 'batch_size', 'lr', 'weight_decay', 'seed', 'dequantization', 'model_options'):
+                if saved.get(key) != getattr(config, key):
+                    raise CheckpointError(f"{ckpt_path} was trained with {key}={saved.get(key)!r} but this run asks for "
+                                          f"{key}={getattr(config, key)!r}; resume with the same settings or start a new --out")
+        elif rank == 0 and ckpt_path.exists():
+            raise CheckpointError(f"{ckpt_path} already exists; pass --resume to continue that run, or choose another --out")
 
-    torch.manual_seed(config.seed)
-    data = data if data is not None else load_data(config.data, config.data_dir, config.download, seed=config.seed)
-    flow = create_model(config.model, data.shape, data.bins, config.dequantization, **config.model_options).to(device)
-    dims = data.dims
-    unit = 'bits/dim' if data.bins else 'bits/dim (continuous)'
-    # data-dependent initialisation on the same fixed batch in every process
-    init_batch = data.train[torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.seed))[:config.batch_size]]
-    with torch.no_grad(): flow.log_prob(init_batch.to(device))
-    # likelihood-contribution factor-out (10_drf): choose the selections once, now, on part of the same batch
-    if any(isinstance(m, LCMASplit) for m in flow.modules()):
-        fit_lcma(flow, init_batch[:max(8, min(64, 8192 // dims))].to(device))
-    torch.manual_seed(config.seed + rank)
-    model = DistributedDataParallel(flow, device_ids=[device.index] if device.type == 'cuda' else None) if distributed else flow
+        torch.manual_seed(config.seed)
+        data = data if data is not None else load_data(config.data, config.data_dir, config.download, seed=config.seed)
+        flow = create_model(config.model, data.shape, data.bins, config.dequantization, **config.model_options).to(device)
+        dims = data.dims
+        unit = 'bits/dim' if data.bins else 'bits/dim (continuous)'
+        # data-dependent initialisation on the same fixed batch in every process
+        init_batch = data.train[torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.seed))[:config.batch_size]]
+        with torch.no_grad(): flow.log_prob(init_batch.to(device))
+        # likelihood-contribution factor-out (10_drf): choose the selections once, now, on part of the same batch
+        if any(isinstance(m, LCMASplit) for m in flow.modules()):
+            fit_lcma(flow, init_batch[:max(8, min(64, 8192 // dims))].to(device))
+        torch.manual_seed(config.seed + rank)
+        model = DistributedDataParallel(flow, device_ids=[device.index] if device.type == 'cuda' else None) if distributed else flow
 
-    sampler = DistributedSampler(TensorDataset(data.train), num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True)
-    per_process = max(1, config.batch_size // world)
-    loader = DataLoader(TensorDataset(data.train), batch_size=per_process, sampler=sampler, drop_last=True)
-    if len(loader) == 0: raise ValueError(f"batch_size {config.batch_size} is larger than the training split ({len(data.train)} samples)")
-    optimizer = torch.optim.AdamW(flow.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(loader))
-    history = {'step': [], 'train_bpd': [], 'epoch_step': [], 'test_bpd': [], 'epoch_seconds': []}
-    start_epoch, step = 0, 0
-    if resumed is not None:
-        flow.load_state_dict(resumed['model_state']); optimizer.load_state_dict(resumed['optimizer_state'])
-        scheduler.load_state_dict(resumed['scheduler_state'])
-        start_epoch, step, history = resumed['epoch'], resumed['step'], resumed['history']
-        _set_rng_state(resumed['rng'][rank] if rank < len(resumed['rng']) else resumed['rng'][0], device)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"flownb {flownb.__version__}: {config.model} ({num_parameters(flow):,} parameters, latent {math.prod(latent_shape(flow))}) "
-              f"on {data!r}; device {device}" + (f", {world} processes" if distributed else '')
-              + (f"; resuming after epoch {start_epoch}" if resumed is not None else ''), flush=True)
-    amp = torch.autocast('cuda', dtype=torch.bfloat16, enabled=config.amp and device.type == 'cuda')
+        sampler = DistributedSampler(TensorDataset(data.train), num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True)
+        per_process = max(1, config.batch_size // world)
+        loader = DataLoader(TensorDataset(data.train), batch_size=per_process, sampler=sampler, drop_last=True)
+        if len(loader) == 0: raise ValueError(f"batch_size {config.batch_size} is larger than the training split ({len(data.train)} samples)")
+        optimizer = torch.optim.AdamW(flow.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * len(loader))
+        history = {'step': [], 'train_bpd': [], 'epoch_step': [], 'test_bpd': [], 'epoch_seconds': []}
+        start_epoch, step = 0, 0
+        if resumed is not None:
+            flow.load_state_dict(resumed['model_state']); optimizer.load_state_dict(resumed['optimizer_state'])
+            scheduler.load_state_dict(resumed['scheduler_state'])
+            start_epoch, step, history = resumed['epoch'], resumed['step'], resumed['history']
+            _set_rng_state(resumed['rng'][rank] if rank < len(resumed['rng']) else resumed['rng'][0], device)
+        if rank == 0:
+            print(f"flownb {flownb.__version__}: {config.model} ({num_parameters(flow):,} parameters, latent {math.prod(latent_shape(flow))}) "
+                  f"on {data!r}; device {device}" + (f", {world} processes" if distributed else '')
+                  + (f"; resuming after epoch {start_epoch}" if resumed is not None else ''), flush=True)
+        amp = torch.autocast('cuda', dtype=torch.bfloat16, enabled=config.amp and device.type == 'cuda')
 
-    for epoch in range(start_epoch, config.epochs):
-        sampler.set_epoch(epoch)
-        flow.train()
-        started = time.perf_counter()
-        bar = tqdm(loader, desc=f'epoch {epoch + 1}/{config.epochs}', disable=not progress or rank != 0, leave=False, mininterval=1)
-        for (x,) in bar:
-            x = x.to(device, non_blocking=True)
-            with amp:
-                try: log_p = model(x)
-                except ValueError as e:
-                    if 'non-finite' not in str(e): raise
-                    log_p = torch.full((x.shape[0],), float('nan'), device=device)
-            loss = -log_p.float().mean() / (dims * math.log(2))
-            if not torch.isfinite(loss):
-                where = first_nonfinite_layer(flow, x)
-                raise NonFiniteLossError(f"training stopped at epoch {epoch + 1}, step {step + 1}: the loss is {loss.item()}; "
-                                         f"first non-finite: {where}. The last good checkpoint is kept at {ckpt_path}"
-                                         + (" (none was written yet)" if not ckpt_path.exists() else '')
-                                         + "; try a lower --lr or a smaller --batch-size.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip: torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
-            optimizer.step(); scheduler.step(); step += 1
-            history['step'].append(step); history['train_bpd'].append(loss.item())
-            if rank == 0: bar.set_postfix({'bpd': f'{loss.item():.3f}', 'samples/s': f'{bar.format_dict["n"] * x.shape[0] * world / max(time.perf_counter() - started, 1e-9):.0f}'})
+        for epoch in range(start_epoch, config.epochs):
+            sampler.set_epoch(epoch)
+            flow.train()
+            started = time.perf_counter()
+            bar = tqdm(loader, desc=f'epoch {epoch + 1}/{config.epochs}', disable=not progress or rank != 0, leave=False, mininterval=1)
+            for (x,) in bar:
+                x = x.to(device, non_blocking=True)
+                with amp:
+                    try: log_p = model(x)
+                    except ValueError as e:
+                        if 'non-finite' not in str(e): raise
+                        log_p = torch.full((x.shape[0],), float('nan'), device=device)
+                loss = -log_p.float().mean() / (dims * math.log(2))
+                if not torch.isfinite(loss):
+                    where = first_nonfinite_layer(flow, x)
+                    raise NonFiniteLossError(f"training stopped at epoch {epoch + 1}, step {step + 1}: the loss is {loss.item()}; "
+                                             f"first non-finite: {where}. The last good checkpoint is kept at {ckpt_path}"
+                                             + (" (none was written yet)" if not ckpt_path.exists() else '')
+                                             + "; try a lower --lr or a smaller --batch-size.")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip: torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+                optimizer.step(); scheduler.step(); step += 1
+                history['step'].append(step); history['train_bpd'].append(loss.item())
+                if rank == 0: bar.set_postfix({'bpd': f'{loss.item():.3f}', 'samples/s': f'{bar.format_dict["n"] * x.shape[0] * world / max(time.perf_counter() - started, 1e-9):.0f}'})
+                if stop_after_steps is not None and step >= stop_after_steps: break
+            if stop_after_steps is not None and step >= stop_after_steps and step % len(loader) != 0:
+                break   # a partial epoch is never checkpointed
+            seconds = time.perf_counter() - started
+            if rank == 0:
+                flow.eval()
+                with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+                    torch.manual_seed(config.seed + 10_000 + epoch)
+                    test = evaluate(flow, data.test, device=device)
+                history['epoch_step'].append(step); history['test_bpd'].append(test['bits_per_dim']); history['epoch_seconds'].append(seconds)
+                if (epoch + 1) % max(1, config.epochs // 20) == 0 or epoch + 1 == config.epochs: print(f"epoch {epoch + 1}/{config.epochs}: train {sum(history['train_bpd'][-len(loader):]) / len(loader):.4f}, "
+                      f"test {test['bits_per_dim']:.4f} {unit} ({test['kind']}), {len(loader) * config.batch_size / seconds:.0f} samples/s", flush=True)
+                _write_samples(flow, data, out / 'samples.png')
+                _write_curves(history, out / 'curves.png', unit)
+            rng = [_rng_state(device)]
+            if distributed:
+                gathered = [None] * world
+                dist.all_gather_object(gathered, rng[0]); rng = gathered
+            if rank == 0:
+                save_checkpoint(ckpt_path, {'config': asdict(config), 'shape': list(data.shape), 'bins': data.bins,
+                                            'model_state': flow.state_dict(), 'optimizer_state': optimizer.state_dict(),
+                                            'scheduler_state': scheduler.state_dict(), 'epoch': epoch + 1, 'step': step,
+                                            'history': history, 'rng': rng, 'flownb_version': flownb.__version__})
+            if distributed: dist.barrier()
             if stop_after_steps is not None and step >= stop_after_steps: break
-        if stop_after_steps is not None and step >= stop_after_steps and step % len(loader) != 0:
-            break   # a partial epoch is never checkpointed
-        seconds = time.perf_counter() - started
+
+        if distributed:   # DDP keeps replicas equal; check it rather than trust it (one number per process)
+            checksum = [None] * world
+            dist.all_gather_object(checksum, float(sum(p.double().sum() for p in flow.parameters())))
+            if max(checksum) - min(checksum) > 1e-6 * max(1.0, abs(checksum[0])):
+                raise RuntimeError(f"distributed training left the processes with different weights (parameter sums {checksum})")
+        result = {}
         if rank == 0:
             flow.eval()
             with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
-                torch.manual_seed(config.seed + 10_000 + epoch)
-                test = evaluate(flow, data.test, device=device)
-            history['epoch_step'].append(step); history['test_bpd'].append(test['bits_per_dim']); history['epoch_seconds'].append(seconds)
-            if (epoch + 1) % max(1, config.epochs // 20) == 0 or epoch + 1 == config.epochs: print(f"epoch {epoch + 1}/{config.epochs}: train {sum(history['train_bpd'][-len(loader):]) / len(loader):.4f}, "
-                  f"test {test['bits_per_dim']:.4f} {unit} ({test['kind']}), {len(loader) * config.batch_size / seconds:.0f} samples/s", flush=True)
-            _write_samples(flow, data, out / 'samples.png')
-            _write_curves(history, out / 'curves.png', unit)
-        rng = [_rng_state(device)]
-        if distributed:
-            gathered = [None] * world
-            dist.all_gather_object(gathered, rng[0]); rng = gathered
-        if rank == 0:
-            save_checkpoint(ckpt_path, {'config': asdict(config), 'shape': list(data.shape), 'bins': data.bins,
-                                        'model_state': flow.state_dict(), 'optimizer_state': optimizer.state_dict(),
-                                        'scheduler_state': scheduler.state_dict(), 'epoch': epoch + 1, 'step': step,
-                                        'history': history, 'rng': rng, 'flownb_version': flownb.__version__})
+                torch.manual_seed(config.seed + 20_000)
+                final = evaluate(flow, data.test, device=device)
+                if config.eval_k > 1 and not flow.exact: final[f'iw_{config.eval_k}'] = evaluate(flow, data.test, k=config.eval_k, device=device)
+            result = {'model': config.model, 'data': config.data, 'epochs_done': len(history['test_bpd']), 'steps': step,
+                      'parameters': num_parameters(flow), 'latent': math.prod(latent_shape(flow)),
+                      'continuous_part_exact': continuous_part_exact(flow), 'test': final, 'unit': unit,
+                      'data_note': data.note, 'seconds': sum(history['epoch_seconds'])}
+            with _writing(out / 'metrics.json'): (out / 'metrics.json').write_text(json.dumps({'result': result, 'history': history}, indent=1))
         if distributed: dist.barrier()
-        if stop_after_steps is not None and step >= stop_after_steps: break
-
-    if distributed:   # DDP keeps replicas equal; check it rather than trust it (one number per process)
-        checksum = [None] * world
-        dist.all_gather_object(checksum, float(sum(p.double().sum() for p in flow.parameters())))
-        if max(checksum) - min(checksum) > 1e-6 * max(1.0, abs(checksum[0])):
-            raise RuntimeError(f"distributed training left the processes with different weights (parameter sums {checksum})")
-    result = {}
-    if rank == 0:
-        flow.eval()
-        with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
-            torch.manual_seed(config.seed + 20_000)
-            final = evaluate(flow, data.test, device=device)
-            if config.eval_k > 1 and not flow.exact: final[f'iw_{config.eval_k}'] = evaluate(flow, data.test, k=config.eval_k, device=device)
-        result = {'model': config.model, 'data': config.data, 'epochs_done': len(history['test_bpd']), 'steps': step,
-                  'parameters': num_parameters(flow), 'latent': math.prod(latent_shape(flow)),
-                  'continuous_part_exact': continuous_part_exact(flow), 'test': final, 'unit': unit,
-                  'data_note': data.note, 'seconds': sum(history['epoch_seconds'])}
-        (out / 'metrics.json').write_text(json.dumps({'result': result, 'history': history}, indent=1))
-    if distributed: dist.barrier()
-    return result
+        return result
