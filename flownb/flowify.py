@@ -9,6 +9,7 @@ from typing import Sequence
 
 import torch
 from torch import nn, Tensor
+from torch.func import functional_call
 
 from .core import Transform, Bijection, Compose, check_input
 from .bijections import LeakyReLU, Reshape, _sum_per_sample
@@ -142,6 +143,18 @@ def _leaves(module: nn.Module, prefix: str = ''):
         if isinstance(child, nn.Sequential): yield from _leaves(child, path)
         else: yield path, child
 
+# %% ../nbs/06_flowify.ipynb #a2b3c4d5
+def _probe(child: nn.Module, probe: Tensor) -> Tensor:
+    "`child`'s output on the shape probe, computed on copies of its state with data-dependent initialisation marked done"
+    if not isinstance(child, Transform): return child(probe.to(next(child.parameters(), probe)))
+    state = {name: t.detach().clone() for name, t in (*child.named_parameters(), *child.named_buffers())}
+    for name, m in child.named_modules():   # ActNorm & co.: skip their data-dependent initialisation
+        flag = getattr(m, 'initialized', None)
+        if isinstance(flag, Tensor): state[f'{name}.initialized' if name else 'initialized'] = torch.ones_like(flag)
+    like = next((t for t in state.values() if t.is_floating_point()), probe)
+    with torch.random.fork_rng(devices=[like.device] if like.device.type == 'cuda' else []):
+        return functional_call(child, state, (probe.to(like),))[0]
+
 # %% ../nbs/06_flowify.ipynb #e7948a7a
 def flowify(module: nn.Module,                        # an nn.Sequential (nested too) of supported layers, or one layer
             input_shape: Sequence[int] | None = None, # event shape of the input, e.g. (1, 28, 28): lets inverses restore shapes
@@ -160,6 +173,8 @@ def flowify(module: nn.Module,                        # an nn.Sequential (nested
         if layer is not None: layers.append(layer)
         if probe is not None:
             with torch.no_grad():
-                try: probe = child(probe.to(next(child.parameters(), probe))) if not isinstance(child, Transform) else child(probe)[0]
-                except RuntimeError as e: raise ValueError(f"flowify: input_shape {tuple(input_shape)} does not fit layer {path} ({child}): {e}") from None
+                try: probe = _probe(child, probe)
+                except (RuntimeError, ValueError) as e:
+                    what = repr(child) if '\n' not in repr(child) else type(child).__name__   # one line: a layer with children by its class
+                    raise ValueError(f"flowify: input_shape {tuple(input_shape)} does not fit layer {path} ({what}): {e}") from None
     return Compose(*layers)

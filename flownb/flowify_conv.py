@@ -26,7 +26,8 @@ class FlowConv2d(Surjection):
 
     Direction: data → latent, `(batch, in_channels, H, W)` → `(batch, out_channels, H', W')` with `nn.Conv2d`'s output
     size. Exact when `padding = 0`, patches do not overlap (`kernel_size <= stride`) and `out_channels <= in_channels·k²`;
-    otherwise a lower bound (`exact = False`).
+    otherwise a lower bound (`exact = False`). Pixels no patch reads (between patches when `stride > kernel_size`, and
+    at the right and bottom) are dropped with a learned Gaussian per channel, which keeps the layer exact.
 
     References: Máté, Klein, Golling, Fleuret, "Flowification: Everything is a Normalizing Flow", NeurIPS 2022,
     https://arxiv.org/abs/2205.15209
@@ -35,7 +36,7 @@ class FlowConv2d(Surjection):
         in_channels, out_channels, kernel_size, stride, padding, bias: as for `nn.Conv2d` (zero padding, no dilation, no groups).
         hidden_channels: width of the convolutional network for the dropped kernel coordinates.
         context_features: size of an optional context vector given to that network.
-        input_size: (H, W) of the input, needed by `inverse` only when the stride leaves uncovered pixels.
+        input_size: (H, W) of the input, needed by `inverse` only to restore unread rows/columns at the right and bottom.
         orthogonal_map: as for `FlowLinear`.
 
     Example:
@@ -57,7 +58,7 @@ class FlowConv2d(Surjection):
         self.noise_mean = False
         self.pad_log_scale = nn.Parameter(torch.zeros(in_channels))
         self.copy_log_scale = nn.Parameter(torch.full((in_channels,), -2.0))
-        self.crop_loc = nn.Parameter(torch.zeros(in_channels))
+        self.crop_loc = nn.Parameter(torch.zeros(in_channels))         # the Gaussian of pixels no patch reads
         self.crop_log_scale = nn.Parameter(torch.zeros(in_channels))
         d1, d2 = self.patch_features, out_channels
         self.dropped = ConditionalNormal(d2, d1 - d2, hidden_channels, 2, context_features, conv=True) if d1 > d2 else None
@@ -65,6 +66,9 @@ class FlowConv2d(Surjection):
 
     @property
     def overlapping(self) -> bool: return any(k > s for k, s in zip(self.kernel_size, self.stride))
+
+    @property
+    def gaps(self) -> bool: return any(s > k for k, s in zip(self.kernel_size, self.stride))
 
     @property
     def exact(self) -> bool:
@@ -100,12 +104,16 @@ class FlowConv2d(Surjection):
         oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
         return (oh, ow), ((oh - 1) * sh + kh, (ow - 1) * sw + kw)
 
-    def _copies(self, covered, like: Tensor) -> Tensor:
-        "How many patches read each pixel of the covered image: (1, 1, h, w)"
-        ones = like.new_ones(1, 1, *covered)
-        return F.fold(F.unfold(ones, self.kernel_size, stride=self.stride), covered, self.kernel_size, stride=self.stride)
+    def _copies(self, size, like: Tensor) -> Tensor:
+        "How many patches read each pixel of a (padded) image of `size`: (1, 1, h, w), 0 where no patch reads it"
+        ones = like.new_ones(1, 1, *size)
+        return F.fold(F.unfold(ones, self.kernel_size, stride=self.stride), size, self.kernel_size, stride=self.stride)
 
     def _channel(self, v: Tensor, x: Tensor) -> Tensor: return v.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+    def _unread_density(self, x: Tensor) -> D.Normal:
+        "The learned Gaussian of the pixels no patch reads, per channel"
+        return D.Normal(self._channel(self.crop_loc, x), self._channel(self.crop_log_scale.exp(), x))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_input(self._name(), x, (self.in_channels, 'height', 'width'))
@@ -119,24 +127,25 @@ class FlowConv2d(Surjection):
             u = eps * scale * border
             log_q = (D.Normal(0., 1.).log_prob(eps) - self._channel(self.pad_log_scale, x)) * border
             x, ldj = padded + u, ldj - log_q.flatten(1).sum(1)
-        (oh, ow), covered = self._geometry(x.shape[2], x.shape[3])
-        if covered != tuple(x.shape[2:]):  # inference: rows/columns no patch reads are dropped, with a learned density
-            keep = torch.zeros_like(x[:1, :1]); keep[..., :covered[0], :covered[1]] = 1
-            dropped_density = D.Normal(self._channel(self.crop_loc, x), self._channel(self.crop_log_scale.exp(), x))
-            ldj = ldj + (dropped_density.log_prob(x) * (1 - keep)).flatten(1).sum(1)
-            x = x[..., :covered[0], :covered[1]]
-        patches = F.unfold(x, self.kernel_size, stride=self.stride)  # (batch, C·kh·kw, L)
+        size = tuple(x.shape[2:])
+        (oh, ow), covered = self._geometry(*size)
+        unread = self.gaps or covered != size
+        copies = self._copies(size, x) if unread or self.overlapping else None   # patches reading each pixel, 0 = unread
+        if unread:  # inference: pixels no patch reads (gaps, last rows/columns) are dropped, with a learned density
+            log_p = torch.where(copies == 0, self._unread_density(x).log_prob(x), 0.)
+            ldj = ldj + log_p.flatten(1).sum(1)
+        patches = F.unfold(x, self.kernel_size, stride=self.stride)  # (batch, C·kh·kw, L); never reads unread pixels
         if self.overlapping:  # generative: copies of a pixel get noise orthogonal to "all copies equal"
-            copies = self._copies(covered, x)
+            read = copies.clamp(min=1)                                                  # unread pixels have no copies
             sigma = self.copy_log_scale.exp().repeat_interleave(self.kernel_size[0] * self.kernel_size[1])[None, :, None]
             eps = torch.zeros_like(patches) if self.noise_mean else torch.randn_like(patches) * sigma
-            mean = F.fold(eps, covered, self.kernel_size, stride=self.stride) / copies
+            mean = F.fold(eps, size, self.kernel_size, stride=self.stride) / read
             u = eps - F.unfold(mean, self.kernel_size, stride=self.stride)
             free = (copies - 1).clamp(min=0) * x.new_ones(1, self.in_channels, 1, 1)     # noise dimensions per pixel
             log_sigma = self._channel(self.copy_log_scale, x)
             log_q = (-(free * (0.5 * math.log(2 * math.pi) + log_sigma)).flatten(1).sum(1)
                      - (u.square() / sigma.square()).flatten(1).sum(1) / 2)
-            log_scale = 0.5 * (copies.log() * x.new_ones(1, self.in_channels, 1, 1)).flatten(1).sum(1)
+            log_scale = 0.5 * (read.log() * x.new_ones(1, self.in_channels, 1, 1)).flatten(1).sum(1)
             patches, ldj = patches + u, ldj + log_scale - log_q
         y = self.svd.rotate_in(patches.transpose(1, 2))          # (batch, L, C·kh·kw)
         d1, d2, n_pos = self.patch_features, self.out_channels, oh * ow
@@ -161,17 +170,21 @@ class FlowConv2d(Surjection):
             y = torch.cat([y, c.flatten(2).transpose(1, 2)], -1)
         elif d1 < d2: y = y[..., :d1]
         patches = self.svd.rotate_back(y).transpose(1, 2)
-        covered = ((oh - 1) * sh + kh, (ow - 1) * sw + kw)
-        x = F.fold(patches, covered, self.kernel_size, stride=self.stride) / self._copies(covered, z)
-        if self.input_size is not None:  # restore rows/columns no patch read, sampled from their density
-            full = (self.input_size[0] + 2 * ph, self.input_size[1] + 2 * pw)
-            if full[0] < covered[0] or full[1] < covered[1]:
-                raise ValueError(f"{self._name()}.inverse: input_size {self.input_size} is too small for outputs {oh}×{ow}")
-            if full != covered:
-                loc = self._channel(self.crop_loc, x).expand(batch, -1, *full)
-                fill = loc if self.noise_mean else loc + self._channel(self.crop_log_scale.exp(), x) * torch.randn_like(loc)
-                fill = fill.clone(); fill[..., :covered[0], :covered[1]] = x
-                x = fill
+        size = covered = ((oh - 1) * sh + kh, (ow - 1) * sw + kw)
+        if self.input_size is not None:  # the last rows/columns no patch read are restored too
+            size = (self.input_size[0] + 2 * ph, self.input_size[1] + 2 * pw)
+            if size[0] < covered[0] or size[1] < covered[1] or self._geometry(*size)[0] != (oh, ow):
+                raise ValueError(f"{self._name()}.inverse: input_size {self.input_size} does not give outputs of size "
+                                 f"{oh}×{ow}; expected the (H, W) of the images the forward pass saw")
+        x = F.fold(patches, size, self.kernel_size, stride=self.stride)
+        unread = self.gaps or size != covered
+        if unread or self.overlapping:
+            copies = self._copies(size, z)
+            if self.overlapping: x = x / copies.clamp(min=1)        # the mean of a pixel's copies
+            if unread:  # pixels no patch read: sampled from their density (its mean under noise_mean)
+                density = self._unread_density(x)
+                fill = density.mean if self.noise_mean else density.mean + density.stddev * torch.randn_like(x)
+                x = torch.where(copies == 0, fill, x)
         return x[..., ph:x.shape[2] - ph, pw:x.shape[3] - pw]
 
     def extra_repr(self): return f'{self._name()[11:-1]}, exact={self.exact}'

@@ -9,6 +9,7 @@ import math
 import torch
 from torch import nn, Tensor
 import torch.distributions as D
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import orthogonal
 from fastcore.basics import store_attr
 
@@ -55,12 +56,20 @@ class BlockHouseholder(nn.Module):
 
     def right(self, x: Tensor) -> Tensor:
         "$xQ$ for row vectors `x` (..., d)"
+        # torch.autocast would run the products in bf16/fp16, where the triangular solves have no kernels (and the
+        # reflections lose orthogonality): the factors always apply in the parameters' own precision
+        with torch.autocast(x.device.type, enabled=False): return self._right(x.to(self.vectors.dtype))
+
+    def _right(self, x: Tensor) -> Tensor:
         for y, s in self._blocks():
             x = x - torch.linalg.solve_triangular(s, x @ y, upper=True, left=False) @ y.T
         return x * self.signs
 
     def right_t(self, x: Tensor) -> Tensor:
         "$xQ^\\top$ for row vectors `x` (..., d): undoes `right`"
+        with torch.autocast(x.device.type, enabled=False): return self._right_t(x.to(self.vectors.dtype))
+
+    def _right_t(self, x: Tensor) -> Tensor:
         x = x * self.signs
         for y, s in reversed(list(self._blocks())):
             x = x - torch.linalg.solve_triangular(s.T, x @ y, upper=False, left=False) @ y.T
@@ -71,13 +80,33 @@ class BlockHouseholder(nn.Module):
         "The matrix $Q$ itself, formed on request ($O(d^3)$; training never needs it)"
         return self.right(torch.eye(self.d, dtype=self.vectors.dtype, device=self.vectors.device))
 
+# %% ../nbs/04_flowify_linear.ipynb #b6f1d8e2
+class _HouseholderMap(nn.Module):
+    """torch's trivialized 'householder' orthogonal map, $Q = -B\\,H(e_1 + a_1)\\cdots H(e_d + a_d)$, with the constant
+    sign $-1$ instead of the optimized tensor's diagonal, so that every value of that tensor gives an orthogonal $Q$"""
+    def __init__(self):
+        super().__init__()
+        self.register_buffer('base', None)    # B, set by `right_inverse`; torch's name, so its state dicts load
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = x.tril(-1)                        # the reflectors below the diagonal; the diagonal and above are never read
+        return -(self.base @ torch.linalg.householder_product(a, 2 / (1 + a.square().sum(-2))))
+
+    @torch.no_grad()
+    def right_inverse(self, q: Tensor) -> Tensor:
+        "Assigning `q`: the base becomes its orthogonal factor (`q` itself when `q` is orthogonal), the reflections the identity"
+        u, r = torch.linalg.qr(q)
+        self.base = u * torch.where(r.diagonal() >= 0, 1.0, -1.0).to(u)
+        return torch.zeros_like(q)            # H(e_i) for every i: -H(e_1)⋯H(e_d) = I, so Q = B
+
 ORTHOGONAL_MAPS = ('blocked_householder', 'cayley', 'matrix_exp', 'householder')
 
 def _orthogonal(d: int, orthogonal_map: str) -> nn.Module:
-    "flownb's blocked reflections, or a `torch.nn.utils.parametrizations.orthogonal` layer with one of torch's maps"
+    "flownb's blocked reflections, or an `nn.Linear(d, d)` whose weight is parametrized by torch's Cayley or exponential map or by `_HouseholderMap`"
     if orthogonal_map == 'blocked_householder': return BlockHouseholder(d)
+    if orthogonal_map == 'householder':
+        return parametrize.register_parametrization(nn.Linear(d, d, bias=False), 'weight', _HouseholderMap(), unsafe=True)
     return orthogonal(nn.Linear(d, d, bias=False), orthogonal_map=orthogonal_map)
-
 
 # %% ../nbs/04_flowify_linear.ipynb #c012e621
 class SVDFactors(nn.Module):

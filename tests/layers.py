@@ -98,6 +98,11 @@ SURJECTIONS = {
     'FlowLinear-increase': (lambda: FL.FlowLinear(2, 5), vec(2), False, 'left'),
     'FlowConv2d-exact': (lambda: FL.FlowConv2d(2, 3, 2, stride=2, hidden_channels=4), img(2, 4, 4), True, 'right'),
     'FlowConv2d-bound': (lambda: FL.FlowConv2d(1, 9, 3, padding=1), img(1, 4, 4), False, 'left'),
+    # stride > kernel: the pixels between patches are read by no patch and dropped with a learned Gaussian (exact)
+    'FlowConv2d-gaps': (lambda: FL.FlowConv2d(2, 1, 1, stride=2, hidden_channels=4), img(2, 5, 5), True, 'right'),
+    'FlowConv2d-gaps-square': (lambda: FL.FlowConv2d(1, 4, 2, stride=3), img(1, 8, 8), True, 'right'),
+    # patches overlap along the height and leave gaps along the width: a bound whose inverse samples the gaps
+    'FlowConv2d-gaps-overlap': (lambda: FL.FlowConv2d(1, 3, (3, 1), stride=(1, 2)), img(1, 5, 5), False, None),
     'MLPFunnel': (lambda: FU.MLPFunnel(5, 2, hidden_features=8), vec(5), True, 'right'),
     'MLPFunnel-spline': (lambda: FU.MLPFunnel(4, 3, hidden_features=8, transform='spline'), vec(4), True, 'right'),
     'ConvFunnel': (lambda: FU.ConvFunnel(3, 2, 3, hidden_channels=4), img(3, 5, 4), True, 'right'),
@@ -171,6 +176,9 @@ NORMALIZE = {
 # discrete-data layers (their sum over levels is checked separately), and variants already covered under another name
 NOT_NORMALIZED = {'Squeeze': 'a rearrangement', 'Reshape': 'a rearrangement', 'Flatten': 'a rearrangement',
                   'UniformDequantization': 'discrete data: summed over levels instead', 'VariationalDequantization': 'discrete data: summed over levels instead',
+                  'FlowConv2d-gaps': 'a gap needs 3 pixels, so a 3-D density: integrated on a 3-D grid in tests/test_flowify_faults.py',
+                  'FlowConv2d-gaps-square': 'same maths as FlowConv2d-gaps, integrated in tests/test_flowify_faults.py',
+                  'FlowConv2d-gaps-overlap': 'overlap needs 3 rows and a gap 3 columns, a 9-D density; its parts are checked in tests/test_flowify_faults.py',
                   'ConvFunnel-k1': 'same layer as ConvFunnel', 'LCMASplit-conv': 'same layer as LCMASplit', 'LCMASplit-static': 'same layer as LCMASplit'}
 ONE_D_DATA = {'Log', 'Abs', 'Augment', 'FlowLinear-increase', 'FlowConv2d-bound'}
 
