@@ -5,7 +5,7 @@
 # %% ../nbs/06_flowify.ipynb #b97c6752
 from __future__ import annotations
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn, Tensor
@@ -14,12 +14,12 @@ from torch.func import functional_call
 from .core import Transform, Bijection, Compose, check_input
 from .bijections import LeakyReLU, Reshape, _sum_per_sample
 from .flowify_linear import FlowLinear, SVDFactors, use_noise_mean
-from .flowify_conv import FlowConv2d
+from .flowify_conv import FlowConv2d, FlowPad2d
 
-_all_ = ['FlowLinear', 'FlowConv2d', 'SVDFactors', 'use_noise_mean']
+_all_ = ['FlowLinear', 'FlowConv2d', 'FlowPad2d', 'SVDFactors', 'use_noise_mean']
 
 # %% auto #0
-__all__ = ['PReLU', 'Flatten', 'flowify', 'FlowLinear', 'FlowConv2d', 'SVDFactors', 'use_noise_mean']
+__all__ = ['PReLU', 'Flatten', 'flowify', 'FlowLinear', 'FlowConv2d', 'FlowPad2d', 'SVDFactors', 'use_noise_mean']
 
 # %% ../nbs/06_flowify.ipynb #a0197e5c
 class PReLU(Bijection):
@@ -110,13 +110,23 @@ _UNSUPPORTED_REASONS = {
     nn.Tanh: 'Tanh maps onto (-1, 1), which the next linear layer would leave; flownb flowifies activations that are bijections of the real line (LeakyReLU, PReLU, RQSpline)',
 }
 
+def _options_for(spec, module: nn.Module, path: str) -> dict:
+    "The extra arguments for one layer: a dict shared by every layer, or a function of the torch layer returning one"
+    options = spec(module) if callable(spec) else spec
+    if not isinstance(options, dict): raise TypeError(f"flowify: the options for {path} must be a dict, got {type(options).__name__}")
+    return options
+
 def _convert(module: nn.Module, path: str, shape: tuple | None, options: dict) -> Transform | None:
     "One flowified layer for `module` (None for an identity)"
     if isinstance(module, Transform): return module
     if isinstance(module, nn.Identity): return None
-    if isinstance(module, nn.Linear): return FlowLinear.from_linear(module, **options.get('linear', {}))
+    if isinstance(module, nn.Linear): return FlowLinear.from_linear(module, **_options_for(options['linear'], module, path))
     if isinstance(module, nn.Conv2d):
-        return FlowConv2d.from_conv2d(module, input_size=None if shape is None else tuple(shape[-2:]), **options.get('conv', {}))
+        return FlowConv2d.from_conv2d(module, input_size=None if shape is None else tuple(shape[-2:]), **_options_for(options['conv'], module, path))
+    if isinstance(module, nn.ZeroPad2d):
+        if shape is None: raise TypeError(f"flowify: {path} ({module}) needs the number of channels: call flowify(module, input_shape=...)")
+        if len(shape) != 4: raise TypeError(f"flowify: {path} ({module}) pads images (batch, channels, height, width), but its input has shape {shape[1:]}")
+        return FlowPad2d.from_zeropad2d(module, shape[1]).to(options['dtype'])   # the network's dtype: a padding has no weights to copy it from
     if isinstance(module, nn.LeakyReLU):
         if not module.negative_slope > 0:
             raise TypeError(f"flowify: {path} ({module}) has negative_slope={module.negative_slope}; only slopes > 0 are invertible")
@@ -133,7 +143,7 @@ def _convert(module: nn.Module, path: str, shape: tuple | None, options: dict) -
         return Reshape(math.prod(module.unflattened_size), tuple(module.unflattened_size))
     reason = next((r for cls, r in _UNSUPPORTED_REASONS.items() if isinstance(module, cls)),
                   f'{type(module).__name__} has no flowified counterpart; supported: nn.Linear, nn.Conv2d, nn.LeakyReLU, nn.PReLU, '
-                  'nn.Flatten, nn.Unflatten, nn.Identity, nested nn.Sequential and flownb transforms')
+                  'nn.ZeroPad2d, nn.Flatten, nn.Unflatten, nn.Identity, nested nn.Sequential and flownb transforms')
     raise TypeError(f"flowify: cannot flowify {path} ({type(module).__name__}): {reason}")
 
 def _leaves(module: nn.Module, prefix: str = ''):
@@ -158,12 +168,13 @@ def _probe(child: nn.Module, probe: Tensor) -> Tensor:
 # %% ../nbs/06_flowify.ipynb #e7948a7a
 def flowify(module: nn.Module,                        # an nn.Sequential (nested too) of supported layers, or one layer
             input_shape: Sequence[int] | None = None, # event shape of the input, e.g. (1, 28, 28): lets inverses restore shapes
-            linear_options: dict | None = None,       # extra arguments for every FlowLinear (e.g. hidden_features)
-            conv_options: dict | None = None,         # extra arguments for every FlowConv2d (e.g. hidden_channels)
+            linear_options: dict | Callable | None = None, # extra arguments for every FlowLinear (e.g. hidden_features), or a function of the nn.Linear giving them
+            conv_options: dict | Callable | None = None,   # extra arguments for every FlowConv2d (e.g. hidden_channels), or a function of the nn.Conv2d
            ) -> Compose:
     "Turn an ordinary network into a flow: each layer becomes its flowified counterpart with the same weights"
     if not isinstance(module, nn.Module): raise TypeError(f"flowify: expected an nn.Module, got {type(module).__name__}")
-    options = {'linear': linear_options or {}, 'conv': conv_options or {}}
+    options = {'linear': linear_options or {}, 'conv': conv_options or {},
+               'dtype': next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.get_default_dtype())}
     items = list(_leaves(module)) if isinstance(module, nn.Sequential) else [('0', module)]
     shape = None if input_shape is None else (1, *input_shape)
     probe = None if shape is None else torch.zeros(shape)

@@ -12,12 +12,12 @@ import torch.distributions as D
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
-from .core import Surjection, check_input
+from .core import Surjection, check_input, check_sizes
 from .distributions import ConditionalNormal
 from .flowify_linear import SVDFactors, use_noise_mean
 
 # %% auto #0
-__all__ = ['FlowConv2d']
+__all__ = ['FlowConv2d', 'FlowPad2d']
 
 # %% ../nbs/05_flowify_conv.ipynb #d743ea5a
 class FlowConv2d(Surjection):
@@ -188,3 +188,60 @@ class FlowConv2d(Surjection):
         return x[..., ph:x.shape[2] - ph, pw:x.shape[3] - pw]
 
     def extra_repr(self): return f'{self._name()[11:-1]}, exact={self.exact}'
+
+# %% ../nbs/05_flowify_conv.ipynb #25a05c3f
+class FlowPad2d(Surjection):
+    """Flowified `nn.ZeroPad2d`: pad with zeros plus learned Gaussian noise, so the padded image keeps a density.
+
+    Direction: data → latent, `(batch, channels, H, W)` → `(batch, channels, H + top + bottom, W + left + right)`.
+    A generative surjection: a lower bound (`exact = False`); the inverse crops.
+
+    References: Máté, Klein, Golling, Fleuret, "Flowification: Everything is a Normalizing Flow", NeurIPS 2022,
+    https://arxiv.org/abs/2205.15209
+
+    Arguments:
+        channels: number of channels C.
+        padding: an int (all four sides) or `(left, right, top, bottom)`, as for `nn.ZeroPad2d`.
+
+    Example:
+        >>> layer = FlowPad2d(1, (0, 1, 0, 1))          # 7×7 → 8×8, new row at the bottom, column on the right
+        >>> z, ldj = layer(torch.rand(4, 1, 7, 7))      # ldj = -log q(u) of the 15 new pixels
+        >>> x = layer.inverse(z)                        # (4, 1, 7, 7)
+    """
+    exact = False
+    def __init__(self, channels: int, padding):
+        super().__init__()
+        check_sizes('FlowPad2d', channels=channels)
+        pad = (padding,) * 4 if isinstance(padding, int) and not isinstance(padding, bool) else tuple(padding)
+        if len(pad) != 4 or any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in pad) or not any(pad):
+            raise ValueError(f"FlowPad2d: padding must be an int or (left, right, top, bottom) of non-negative ints, not all 0; got {padding!r}")
+        self.channels, self.padding = channels, pad
+        self.log_scale = nn.Parameter(torch.zeros(channels))
+        self.noise_mean = False
+
+    @classmethod
+    def from_zeropad2d(cls, pad: nn.ZeroPad2d, channels: int) -> 'FlowPad2d':
+        "The flowified counterpart of `pad` for inputs with `channels` channels"
+        if not isinstance(pad, nn.ZeroPad2d): raise TypeError(f"FlowPad2d.from_zeropad2d: expected nn.ZeroPad2d, got {type(pad).__name__}")
+        return cls(channels, tuple(pad.padding))
+
+    def _name(self): return f'FlowPad2d({self.channels}, padding={self.padding})'
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_input(self._name(), x, (self.channels, 'height', 'width'))
+        left, right, top, bottom = self.padding
+        padded = F.pad(x, self.padding)
+        new = torch.ones_like(padded[:1, :1]); new[..., top:top + x.shape[2], left:left + x.shape[3]] = 0
+        eps = torch.zeros_like(padded) if self.noise_mean else torch.randn_like(padded)
+        log_scale = self.log_scale.reshape(1, -1, 1, 1)
+        log_q = (D.Normal(0., 1.).log_prob(eps) - log_scale) * new
+        return padded + eps * log_scale.exp() * new, -log_q.flatten(1).sum(1)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        check_input(self._name() + '.inverse', z, (self.channels, 'height', 'width'))
+        left, right, top, bottom = self.padding
+        if z.shape[2] <= top + bottom or z.shape[3] <= left + right:
+            raise ValueError(f"{self._name()}.inverse: a {z.shape[2]}×{z.shape[3]} image is too small to crop {self.padding} from")
+        return z[..., top:z.shape[2] - bottom, left:z.shape[3] - right]
+
+    def extra_repr(self): return f'channels={self.channels}, padding={self.padding}, exact=False'

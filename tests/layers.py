@@ -98,6 +98,7 @@ SURJECTIONS = {
     'FlowLinear-increase': (lambda: FL.FlowLinear(2, 5), vec(2), False, 'left'),
     'FlowConv2d-exact': (lambda: FL.FlowConv2d(2, 3, 2, stride=2, hidden_channels=4), img(2, 4, 4), True, 'right'),
     'FlowConv2d-bound': (lambda: FL.FlowConv2d(1, 9, 3, padding=1), img(1, 4, 4), False, 'left'),
+    'FlowPad2d': (lambda: FL.FlowPad2d(2, (0, 1, 0, 1)), img(2, 3, 3), False, 'left'),
     # stride > kernel: the pixels between patches are read by no patch and dropped with a learned Gaussian (exact)
     'FlowConv2d-gaps': (lambda: FL.FlowConv2d(2, 1, 1, stride=2, hidden_channels=4), img(2, 5, 5), True, 'right'),
     'FlowConv2d-gaps-square': (lambda: FL.FlowConv2d(1, 4, 2, stride=3), img(1, 8, 8), True, 'right'),
@@ -171,6 +172,7 @@ NORMALIZE = {
     'VAE': (1, lambda: [S.VAE(2, 1, hidden_features=8)], -8, 8, 1.0),
     'FlowLinear-increase': (2, lambda: [FL.FlowLinear(1, 2)], -8, 8, 1.0),
     'FlowConv2d-bound': (1, lambda: [_to_image(1, 1, 1), FL.FlowConv2d(1, 1, 3, padding=1, hidden_channels=4), _to_vector(1, 1, 1)], -8, 8, 1.0),
+    'FlowPad2d': (2, lambda: [_to_image(1, 1, 1), FL.FlowPad2d(1, (0, 1, 0, 0)), _to_vector(1, 1, 2)], -8, 8, 1.0),
 }
 # layers a density check says nothing about: pure rearrangements (log-determinant 0, and invertibility is tested),
 # discrete-data layers (their sum over levels is checked separately), and variants already covered under another name
@@ -180,7 +182,7 @@ NOT_NORMALIZED = {'Squeeze': 'a rearrangement', 'Reshape': 'a rearrangement', 'F
                   'FlowConv2d-gaps-square': 'same maths as FlowConv2d-gaps, integrated in tests/test_flowify_faults.py',
                   'FlowConv2d-gaps-overlap': 'overlap needs 3 rows and a gap 3 columns, a 9-D density; its parts are checked in tests/test_flowify_faults.py',
                   'ConvFunnel-k1': 'same layer as ConvFunnel', 'LCMASplit-conv': 'same layer as LCMASplit', 'LCMASplit-static': 'same layer as LCMASplit'}
-ONE_D_DATA = {'Log', 'Abs', 'Augment', 'FlowLinear-increase', 'FlowConv2d-bound'}
+ONE_D_DATA = {'Log', 'Abs', 'Augment', 'FlowLinear-increase', 'FlowConv2d-bound', 'FlowPad2d'}
 
 
 def normalization_flow(name, seed=0):
@@ -189,7 +191,7 @@ def normalization_flow(name, seed=0):
     torch.manual_seed(seed)
     layers = layers()
     for layer in layers:
-        if isinstance(layer, (S.Slice, S.Abs, S.Sort, S.MaxPool2d, S.Augment, S.VAE, FL.FlowLinear, FL.FlowConv2d, FU.MLPFunnel, FU.ConvFunnel, DRF.LCMASplit)):
+        if isinstance(layer, (S.Slice, S.Abs, S.Sort, S.MaxPool2d, S.Augment, S.VAE, FL.FlowLinear, FL.FlowConv2d, FL.FlowPad2d, FU.MLPFunnel, FU.ConvFunnel, DRF.LCMASplit)):
             with torch.no_grad():
                 for p in layer.parameters(): p.add_(torch.randn_like(p) * 0.2)
     flow = Flow(StandardNormal(size), layers).double()
