@@ -44,6 +44,7 @@ class FlowConv2d(Surjection):
         >>> z, ldj = layer(torch.rand(8, 1, 28, 28))              # z: (8, 4, 14, 14)
         >>> x = layer.inverse(z)
     """
+    temperature: float = 1.0   # scales the sampling noise of the unread pixels (see `Flow.sample`)
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
                  hidden_channels: int = 32, context_features: int = 0, input_size: tuple[int, int] | None = None,
                  orthogonal_map: str = 'blocked_householder'):
@@ -183,7 +184,7 @@ class FlowConv2d(Surjection):
             if self.overlapping: x = x / copies.clamp(min=1)        # the mean of a pixel's copies
             if unread:  # pixels no patch read: sampled from their density (its mean under noise_mean)
                 density = self._unread_density(x)
-                fill = density.mean if self.noise_mean else density.mean + density.stddev * torch.randn_like(x)
+                fill = density.mean if self.noise_mean else density.mean + density.stddev * self.temperature * torch.randn_like(x)
                 x = torch.where(copies == 0, fill, x)
         return x[..., ph:x.shape[2] - ph, pw:x.shape[3] - pw]
 

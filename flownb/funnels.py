@@ -107,6 +107,7 @@ class ConvFunnel(Surjection):
         >>> z, ldj = t(torch.randn(4, 1, 8, 8))   # z: (4, 1, 6, 6), ldj exact
         >>> x = t.inverse(z)                      # (4, 1, 8, 8): the border is sampled, the rest solved for
     """
+    temperature: float = 1.0   # scales the sampled border (see `Flow.sample`)
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, hidden_channels: int = 32,
                  num_layers: int = 2, context_features: int = 0, max_log_scale: float = 7.0):
         super().__init__()
@@ -184,7 +185,7 @@ class ConvFunnel(Surjection):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input(self._name() + '.inverse', z, (self.out_channels, 'height', 'width'))
         loc, log_scale = self._dropped_params(z, context)
-        x_dropped = loc if self.noise_mean else loc + log_scale.exp() * torch.randn_like(loc)
+        x_dropped = loc if self.noise_mean else loc + log_scale.exp() * self.temperature * torch.randn_like(loc)
         return self._solve(z, x_dropped)
 
     def extra_repr(self): return f'{self.in_channels}→{self.out_channels}, kernel_size={self.kernel_size}'

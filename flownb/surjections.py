@@ -282,6 +282,7 @@ class MaxPool2d(Surjection):
         >>> x = t.inverse(z)
     """
     exact = True
+    temperature: float = 1.0   # scales the sampled gaps (see `Flow.sample`)
     def __init__(self, channels: int, kernel_size=2, hidden_channels: int = 32, context_features: int = 0):
         super().__init__()
         self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
@@ -321,7 +322,7 @@ class MaxPool2d(Surjection):
         (kh, kw), (b, c, ho, wo) = self.kernel_size, z.shape
         scale = self._gap_scale(z, context).unsqueeze(-1).expand(b, c, ho, wo, kh * kw)
         index = torch.zeros_like(z, dtype=torch.long) if self.noise_mean else torch.randint(0, kh * kw, z.shape, device=z.device)
-        gaps = scale * math.sqrt(2 / math.pi) if self.noise_mean else D.HalfNormal(scale).sample()
+        gaps = scale * math.sqrt(2 / math.pi) if self.noise_mean else D.HalfNormal(scale * self.temperature).sample()
         gaps = gaps * (1 - F.one_hot(index, kh * kw).to(z.dtype))
         windows = z.unsqueeze(-1) - gaps
         return windows.reshape(b, c, ho, wo, kh, kw).permute(0, 1, 2, 4, 3, 5).reshape(b, c, ho * kh, wo * kw)
