@@ -10,86 +10,138 @@ from pathlib import Path
 import torch
 from fastcore.script import Param, anno_parser, store_true
 
-from .data import load_data, save_image_grid, DataError, DATASETS
+from .data import load_data, DataError, DATASETS
 from .models import MODELS, create_model, continuous_part_exact, num_parameters, latent_shape
-from .train import TrainConfig, train, evaluate, model_from_checkpoint, resolve_device, CheckpointError, NonFiniteLossError, RunFolderError
+from .train import (TrainConfig, train, evaluate, classify, model_from_checkpoint, resolve_checkpoint, resolve_device, import_modules,
+                          draw_samples, write_samples, CheckpointError, NonFiniteLossError, RunFolderError)
 
 # %% auto #0
 __all__ = ['COMMANDS', 'USER_ERRORS', 'train_cmd', 'eval_cmd', 'sample_cmd', 'models_cmd', 'error_line', 'main', 'cli']
 
 # %% ../nbs/14_cli.ipynb #fc78a193
+_RECIPE = "default: the model's recipe, else"
+
 def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
               data: Param(f"dataset: {', '.join(DATASETS)}", str) = 'digits',
               data_dir: Param("folder with the dataset's files (e.g. ../shared/data/mnist)", str) = None,
               download: Param("let torchvision download the dataset", store_true) = False,
-              epochs: Param("epochs to train", int) = 300,
-              batch_size: Param("batch size (summed over processes under torchrun)", int) = 128,
-              lr: Param("learning rate (AdamW, cosine schedule)", float) = 1e-3,
+              epochs: Param(f"epochs of the cosine schedule ({_RECIPE} 300)", int) = None,
+              batch_size: Param(f"batch size, summed over processes under torchrun ({_RECIPE} 128)", int) = None,
+              lr: Param(f"peak learning rate of the cosine schedule ({_RECIPE} 1e-3)", float) = None,
+              optimizer: Param(f"'adamw' or 'adam' ({_RECIPE} adamw)", str) = None,
+              weight_decay: Param(f"weight decay ({_RECIPE} 1e-5)", float) = None,
+              grad_clip: Param(f"max gradient norm, 0 for none ({_RECIPE} 10)", float) = None,
+              patience: Param("stop after this many epochs without a lower validation bits/dim (default: never)", int) = None,
+              max_steps: Param("stop after this many optimizer steps in all; --resume continues (default: no limit)", int) = None,
+              time_budget: Param("stop after this many seconds of training in all, evaluation excluded; --resume continues (default: no limit)", float) = None,
+              conditional: Param("class-conditional: the one-hot label is the context (labelled datasets)", store_true) = False,
+              imports: Param("module(s) registering your own models, comma-separated; the current folder is searched first", str) = None,
               device: Param("'auto', 'cpu', 'cuda' or 'cuda:N'", str) = 'auto',
-              out: Param("run folder for the checkpoint, samples.png, curves.png, metrics.json", str) = 'runs/latest',
-              resume: Param("continue the run in --out from its checkpoint", store_true) = False,
-              seed: Param("random seed", int) = 0,
+              out: Param("run folder for best.pt, checkpoint.pt, samples.png, curves.png, metrics.json", str) = 'runs/latest',
+              resume: Param("continue the run in --out from its checkpoint.pt", store_true) = False,
+              seed: Param("random seed (also picks the validation split)", int) = 0,
               k: Param("importance samples for a final IW bound of bounded models (0: ELBO only)", int) = 0,
               dequantization: Param("'uniform' or 'variational' (a learned noise density: a tighter bound)", str) = 'uniform',
               amp: Param("bfloat16 autocast on CUDA", store_true) = False,
-              quiet: Param("no progress bar", store_true) = False):
-    "Train a density model and report test bits/dim; with no options, the flowified MLP on the bundled digits"
+              quiet: Param("no progress bar and no line per epoch", store_true) = False):
+    "Train a density model, keep the epoch of lowest validation bits/dim and report its test bits/dim; with no options, the flowified MLP on the bundled digits"
+    modules = import_modules(imports)
     config = TrainConfig(model=model, data=data, data_dir=data_dir, download=download, epochs=epochs, batch_size=batch_size,
-                         lr=lr, seed=seed, device=device, amp=amp, eval_k=k, dequantization=dequantization)
+                         lr=lr, optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, device=device, amp=amp,
+                         eval_k=k, dequantization=dequantization, patience=patience, max_steps=max_steps, time_budget=time_budget,
+                         conditional=conditional, imports=modules)
     result = train(config, out, resume=resume, progress=not quiet)
     if not result: return   # processes other than rank 0 under torchrun
-    test = result['test']
-    kind = {'ELBO': 'dequantization ELBO', 'exact': 'exact'}.get(test['kind'], test['kind'])
-    line = f"test {result['unit']}: {test['bits_per_dim']:.4f} ({kind}; {result['data_note'] or data})"
+    test, selected = result['test'], result['selected']
+    kind = {'ELBO': 'dequantization ELBO' if result['unit'] == 'bits/dim' else 'ELBO', 'exact': 'exact'}.get(test['kind'], test['kind'])
+    given = ' given the label' if result['conditional'] else ''
+    line = f"test {result['unit']}{given}: {test['bits_per_dim']:.4f} ({kind}; {result['data_note'] or data})"
     if f'iw_{k}' in test: line += f"; IW bound K={k}: {test[f'iw_{k}']['bits_per_dim']:.4f}"
     print(line)
-    print(f"wrote {Path(out) / 'checkpoint.pt'}, samples.png, curves.png and metrics.json")
+    chosen = (f"epoch {selected['epoch']} of {result['epochs_done']} done, by the lowest validation {result['unit']} ({selected['valid_bits_per_dim']:.4f})"
+              if selected['valid_bits_per_dim'] is not None else selected['why'])
+    print(f"selected: {chosen}; stopped: {result['stopped_because']}")
+    if 'classification' in test: _print_classification(test['classification'], result['unit'])
+    print(f"wrote {Path(out) / 'best.pt'} (selected), checkpoint.pt (latest, for --resume), samples.png, curves.png and metrics.json")
 
-def eval_cmd(checkpoint: Param("checkpoint.pt written by `flownb train`", str),
+def _print_classification(c: dict, unit: str = 'bits/dim', split: str = 'test'):
+    print(f"classification by Bayes' rule p(y|x) ∝ p(x|y) p(y): {c['accuracy']:.1%} of {c['n']:,} {split} samples correct; "
+          f"{unit} of the mixture p(x): {c['bits_per_dim_marginal']:.4f} ({c['kind']})")
+
+def _checkpoint_of(run: str, checkpoint: str, imports: str | None, device: str):
+    "Import the user's modules, pick the checkpoint and rebuild its model: `(path, flow, state, device)`"
+    import_modules(imports)
+    device = resolve_device(device)
+    path = resolve_checkpoint(run, checkpoint)
+    flow, state = model_from_checkpoint(path, device)
+    return path, flow, state, device
+
+def _which(path: Path, state: dict) -> str:
+    best = state.get('best')
+    picked = (', selected by the lowest validation bits/dim' if best.get('valid_bits_per_dim') is not None else ', the weights where a budget stopped the run') \
+        if isinstance(best, dict) and best.get('step') == state.get('step') and path.name == 'best.pt' else ''
+    return f"{path.name}, epoch {state['epoch']}{picked}"
+
+def eval_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, nargs='?') = 'runs/latest',
+             checkpoint: Param("in a run folder: 'best' (best.pt: lowest validation bits/dim), 'latest' (checkpoint.pt) or a file", str) = 'best',
+             split: Param("'test' or 'valid'", str) = 'test',
              k: Param("importance samples for the IW bound of bounded models", int) = 0,
              data_dir: Param("folder with the dataset's files, if not where training found them", str) = None,
              batch_size: Param("evaluation batch size", int) = 500,
-             device: Param("'cpu', 'cuda' or 'cuda:N'", str) = 'cpu'):
-    "Test bits/dim of a trained model (ELBO, or the importance-weighted bound with --k)"
+             device: Param("'auto', 'cpu', 'cuda' or 'cuda:N'", str) = 'auto',
+             imports: Param("module(s) registering your own models, comma-separated", str) = None):
+    "Bits/dim of a trained model on the test (or validation) split: ELBO, or the IW bound with --k; for a class-conditional model, given the label, and Bayes' rule's accuracy"
     if k < 0: raise ValueError(f"--k must be >= 0, got {k}")
     if batch_size < 1: raise ValueError(f"--batch-size must be positive, got {batch_size}")
-    device = resolve_device(device)
-    flow, state = model_from_checkpoint(checkpoint, device)
+    if split not in ('test', 'valid'): raise ValueError(f"--split must be 'test' or 'valid', got {split!r}")
+    path, flow, state, device = _checkpoint_of(run, checkpoint, imports, device)
     cfg = state['config']
     data = load_data(cfg['data'], data_dir or cfg.get('data_dir'), seed=cfg.get('seed', 0))
     if list(data.shape) != list(state['shape']):
-        raise CheckpointError(f"{checkpoint} was trained on data of shape {tuple(state['shape'])}, but {cfg['data']} has {data.shape}")
-    torch.manual_seed(0)
+        raise CheckpointError(f"{path} was trained on data of shape {tuple(state['shape'])}, but {cfg['data']} has {data.shape}")
+    x, labels = (data.test, data.test_labels) if split == 'test' else (data.valid, data.valid_labels)
+    conditional = bool(flow.context_features)
+    torch.manual_seed(cfg.get('seed', 0) + (20_000 if split == 'test' else 40_000))   # on test, the noise of train's final evaluation: the same number
     for kk in ([None] + ([k] if k > 1 and not flow.exact else [])):
-        r = evaluate(flow, data.test, batch_size, k=kk, device=device)
-        print(f"{cfg['model']} on {cfg['data']} ({r['n']:,} test samples, epoch {state['epoch']}): "
-              f"{r['bits_per_dim']:.4f} bits/dim ({r['kind']})")
+        r = evaluate(flow, x, batch_size, k=kk, device=device, labels=labels if conditional else None)
+        print(f"{cfg['model']} on {cfg['data']} ({r['n']:,} {split} samples; {_which(path, state)}): "
+              f"{r['bits_per_dim']:.4f} bits/dim{' given the label' if conditional else ''} ({r['kind']})")
+    if conditional:
+        prior = torch.bincount(data.train_labels.long(), minlength=flow.context_features).double()
+        _print_classification(classify(flow, x, labels, prior, batch_size, device=device, seed=cfg.get('seed', 0) + 30_000), 'bits/dim', split)
 
-def sample_cmd(checkpoint: Param("checkpoint.pt written by `flownb train`", str),
-               n: Param("number of samples", int) = 64,
+def sample_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, nargs='?') = 'runs/latest',
+               checkpoint: Param("in a run folder: 'best' (best.pt), 'latest' (checkpoint.pt) or a file", str) = 'best',
+               n: Param("number of samples (of a class-conditional model: of --class)", int) = 64,
+               class_: Param("class-conditional models: draw this class (--class); without it, a grid with one row per class", int) = None,
+               nrow: Param("images per row of the grid (default: a square grid; per class: 8)", int) = None,
+               scale: Param("upscale each pixel to scale×scale pixels (default: a grid at least 280 pixels wide)", int) = None,
                out: Param("output file: a PNG grid for images and 2-D data, else a .pt tensor", str) = 'samples.png',
                seed: Param("random seed", int) = 0,
-               device: Param("'cpu', 'cuda' or 'cuda:N'", str) = 'cpu'):
-    "Draw samples from a trained model and save them as an image grid (or a tensor)"
-    if n < 1: raise ValueError(f"--n must be a positive integer, got {n}")
-    out, device = Path(out), resolve_device(device)
+               temperature: Param("scale of every Gaussian the sampler draws from (1: the model's samples; < 1: cleaner, less varied)", float) = 1.0,
+               mean: Param("put the noise of every surjection (dropped directions, gaps) at its mean; the base is still sampled", store_true) = False,
+               device: Param("'auto', 'cpu', 'cuda' or 'cuda:N'", str) = 'auto',
+               imports: Param("module(s) registering your own models, comma-separated", str) = None):
+    "Draw samples from a trained model and save them as an image grid (one row per class for a class-conditional model), a scatter plot or a tensor"
+    for name, v in (('--n', n), ('--nrow', nrow), ('--scale', scale)):
+        if v is not None and v < 1: raise ValueError(f"{name} must be a positive integer, got {v}")
+    out = Path(out)
     if out.is_dir(): raise ValueError(f"--out {out} is a folder; expected a file name, e.g. {out / 'samples.png'}")
     if any(p.exists() and not p.is_dir() for p in out.parents): raise ValueError(f"--out {out} lies under a file; expected a path in a folder")
-    flow, state = model_from_checkpoint(checkpoint, device)
-    torch.manual_seed(seed)
-    with torch.no_grad(): samples = flow.sample(n).cpu()
+    path, flow, state, device = _checkpoint_of(run, checkpoint, imports, device)
+    samples, labels = draw_samples(flow, n, class_, per_class=nrow or 8, seed=seed, device=device, temperature=temperature, mean=mean)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == '.pt': torch.save(samples, out)
-    elif len(state['shape']) == 3 and state.get('bins'): save_image_grid(samples, state['bins'], out, nrow=int(math.ceil(math.sqrt(n))))
-    elif samples.dim() == 2 and samples.shape[1] == 2:
-        from matplotlib.figure import Figure
-        fig = Figure(figsize=(4, 4)); ax = fig.subplots(); ax.scatter(*samples.T, s=3); ax.set_aspect('equal'); fig.savefig(out, dpi=100)
-    else: raise ValueError(f"samples of shape {tuple(samples.shape[1:])} cannot be drawn as a picture; use --out FILE.pt")
-    print(f"wrote {n} samples to {out}")
+    else: write_samples(samples, labels, state['shape'], state.get('bins'), out, nrow=nrow, scale=scale,
+                        title=f"{state['config']['model']} samples" + (f", class {class_}" if class_ is not None else ''))
+    what = (f"{len(samples)} samples of class {class_}" if class_ is not None else
+            f"{len(samples) // flow.context_features} samples of each of the {flow.context_features} classes (one row per class)" if labels is not None else
+            f"{len(samples)} samples") + (f" at temperature {temperature:g}" if temperature != 1 else '') + (" with the noise at its mean" if mean else '')
+    print(f"wrote {what} from {_which(path, state)} to {out}")
 
 def models_cmd(data: Param("dataset whose shape the models are built for", str) = 'digits',
                data_dir: Param("folder with the dataset's files", str) = None):
-    "List the registered models with their parameter counts, latent sizes and whether their likelihood is exact"
+    "List the registered models with their parameter counts, latent sizes, whether their likelihood is exact, and their recipes"
     shapes = {'digits': ((1, 8, 8), 17), 'mnist': ((1, 28, 28), 256), 'fashion-mnist': ((1, 28, 28), 256), 'cifar10': ((3, 32, 32), 256)}
     if data not in DATASETS: raise DataError(f"unknown dataset {data!r}; choose from {', '.join(DATASETS)}")
     shape, bins = shapes.get(data, ((2,), None))
@@ -97,14 +149,18 @@ def models_cmd(data: Param("dataset whose shape the models are built for", str) 
     print(f"  {'name':22} {'parameters':>11} {'latent':>7}  {'likelihood':10} description")
     for name, spec in MODELS.items():
         if spec.data == 'image' and len(shape) != 3: continue
-        flow = create_model(name, shape, bins)
+        try: flow = create_model(name, shape, bins)
+        except ValueError as e:   # a model defined for other sizes only (e.g. a paper's MNIST/CIFAR-10 network)
+            print(f"  {name:22} {'-':>11} {'-':>7}  {'-':10} {spec.description} [not for {shape}: {str(e).split(';')[0]}]"); continue
         how = 'exact' if continuous_part_exact(flow) else 'bound'
-        print(f"  {name:22} {num_parameters(flow):11,} {math.prod(latent_shape(flow)):7}  {how:10} {spec.description}")
+        recipe = f" [recipe: {', '.join(f'{k} {v}' for k, v in spec.recipe.items())}]" if spec.recipe else ''
+        print(f"  {name:22} {num_parameters(flow):11,} {math.prod(latent_shape(flow)):7}  {how:10} {spec.description}{recipe}")
     if bins: print("  (image models dequantize: their bits/dim is a bound even when every other layer is exact)")
 
 # %% ../nbs/14_cli.ipynb #cfc8fa8d
 COMMANDS = {'train': train_cmd, 'eval': eval_cmd, 'sample': sample_cmd, 'models': models_cmd}
 USER_ERRORS = (ValueError, OSError, DataError, CheckpointError, NonFiniteLossError, RunFolderError)
+_ALIASES = {'--imports': '--import', '--class_': '--class'}   # Python keywords cannot be parameter names
 
 def error_line(e: BaseException) -> str:
     "A user error as one line: an `OSError` from the system says which path and why, anything else says its message"
@@ -115,13 +171,13 @@ def error_line(e: BaseException) -> str:
     return ' '.join(message.split())   # messages quoted from torch or the system may span lines
 
 def _parser(cmd: str) -> argparse.ArgumentParser:
-    "fastcore's parser for a subcommand, with `--dashed-names` accepted beside `--underscored_names`"
+    "fastcore's parser for a subcommand, with `--dashed-names` accepted beside `--underscored_names` (and `--import`, `--class`)"
     p = anno_parser(COMMANDS[cmd], prog=f'flownb {cmd}')
     for action in p._actions:
         for opt in list(action.option_strings):
-            if '_' in opt and opt.startswith('--'):
-                dashed = opt.replace('_', '-')
-                action.option_strings.insert(0, dashed); p._option_string_actions[dashed] = action
+            names = [_ALIASES[opt]] if opt in _ALIASES else [opt.replace('_', '-')] if '_' in opt and opt.startswith('--') else []
+            for name in names:
+                action.option_strings.insert(0, name); p._option_string_actions[name] = action
     return p
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_data.ipynb #76c29b17
 from __future__ import annotations
-import gzip, hashlib, json, math, os, shutil, struct, tempfile, zlib
+import dataclasses, gzip, hashlib, json, math, os, shutil, struct, tempfile, zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +15,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 # %% auto #0
 __all__ = ['TOYS', 'TABULAR', 'DATASETS', 'DensityData', 'load_digits_data', 'DataError', 'cache_dir', 'load_torchvision_images',
-           'toy_data', 'load_tabular', 'load_sklearn_tabular', 'load_data', 'image_grid', 'save_image_grid']
+           'toy_data', 'load_tabular', 'load_sklearn_tabular', 'split_validation', 'load_data', 'grid_scale',
+           'image_grid', 'save_image_grid']
 
 # %% ../nbs/11_data.ipynb #dfeae89f
 @dataclass
 class DensityData:
-    "Train and test splits of one dataset, as tensors: discrete levels (`bins` set) or continuous values (`bins=None`)"
+    "Train, validation and test splits of one dataset, as tensors: discrete levels (`bins` set) or continuous values (`bins=None`)"
     name: str
     train: Tensor                       # (n_train, *shape)
     test: Tensor                        # (n_test, *shape)
@@ -29,7 +30,8 @@ class DensityData:
     test_labels: Tensor | None = None
     num_classes: int = 0
     note: str = ''                      # provenance worth reporting next to a number (e.g. a reduced training split)
-    valid: Tensor | None = None         # (n_valid, *shape) validation split, where the dataset defines one
+    valid: Tensor | None = None         # (n_valid, *shape) validation split: the dataset's own, or carved by `split_validation`
+    valid_labels: Tensor | None = None  # (n_valid,) its labels, if any
 
     @property
     def shape(self) -> tuple[int, ...]: return tuple(self.train.shape[1:])
@@ -43,14 +45,15 @@ class DensityData:
         "A `DataLoader` over one split (shuffled for 'train' unless told otherwise); with `labels`, batches are `(x, y)`"
         if split not in ('train', 'valid', 'test'): raise ValueError(f"DensityData.loader: split must be 'train', 'valid' or 'test', got {split!r}")
         if split == 'valid' and self.valid is None: raise ValueError(f"{self.name} has no validation split")
-        x, y = {'train': (self.train, self.train_labels), 'valid': (self.valid, None), 'test': (self.test, self.test_labels)}[split]
+        x, y = {'train': (self.train, self.train_labels), 'valid': (self.valid, self.valid_labels), 'test': (self.test, self.test_labels)}[split]
         if labels and y is None: raise ValueError(f"{self.name} has no labels; class-conditional training needs a labelled dataset")
         ds = TensorDataset(x, y) if labels else TensorDataset(x)
         return DataLoader(ds, batch_size=batch_size, shuffle=split == 'train' if shuffle is None else shuffle, **kwargs)
 
     def __repr__(self):
         kind = f'{self.bins} levels' if self.bins else 'continuous'
-        return (f"DensityData({self.name!r}: train {tuple(self.train.shape)}, test {tuple(self.test.shape)}, {kind}"
+        valid = f", valid {tuple(self.valid.shape)}" if self.valid is not None else ''
+        return (f"DensityData({self.name!r}: train {tuple(self.train.shape)}{valid}, test {tuple(self.test.shape)}, {kind}"
                 + (f", {self.num_classes} classes" if self.num_classes else '') + (f"; {self.note}" if self.note else '') + ")")
 
 # %% ../nbs/11_data.ipynb #31ec1e40
@@ -426,29 +429,61 @@ def load_sklearn_tabular(name: str, test_fraction: float = 0.2, seed: int = 0) -
     return DensityData(name, x[train_idx], x[test_idx], None, y[train_idx], y[test_idx], int(y.max()) + 1,
                        note=f"scikit-learn's bundled data, standardised; {len(train_idx)} train / {n_test} test rows")
 
+# %% ../nbs/11_data.ipynb #63e37faa
+def split_validation(data: DensityData,        # a dataset without a validation split (one that has one is returned as it is)
+                     seed: int = 0,            # seeds which training items are held out
+                     fraction: float = 0.1,    # the share of the training split held out ...
+                     max_items: int = 5000,    # ... but never more than this many items
+                    ) -> DensityData:
+    "A copy of `data` whose validation split is a seeded `fraction` (at most `max_items`) of its training split, removed from it"
+    if data.valid is not None: return data
+    if not 0 < fraction < 1: raise ValueError(f"split_validation: fraction must be in (0, 1), got {fraction!r}")
+    n = len(data.train)
+    n_valid = min(max_items, int(fraction * n))
+    if n_valid < 1 or n_valid >= n:
+        raise DataError(f"{data.name}: {n} training item(s) are too few to hold out {fraction:.0%} for validation; "
+                        "give more data, or a DensityData with its own `valid` split")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    held, kept = order[:n_valid].sort().values, order[n_valid:].sort().values
+    labels = data.train_labels
+    note = f"{data.note}; " if data.note else ''
+    return dataclasses.replace(data, train=data.train[kept], valid=data.train[held],
+                               train_labels=None if labels is None else labels[kept], valid_labels=None if labels is None else labels[held],
+                               note=note + f"{n_valid:,} of the {n:,} training items held out for validation (seed {seed})")
+
 # %% ../nbs/11_data.ipynb #8fe505c0
 DATASETS = ['digits', 'mnist', 'fashion-mnist', 'cifar10'] + list(TABULAR) + list(_SKLEARN_TABULAR) + TOYS
 
 def load_data(name: str = 'digits', data_dir: str | Path | None = None, download: bool = False,
-              toy_size: int = 20000, seed: int = 0) -> DensityData:
-    "Load a dataset by name: 'digits' (bundled), 'mnist', 'fashion-mnist', 'cifar10' (torchvision), a tabular benchmark, 'wine', 'breast-cancer', or a toy 2-D density"
-    if name == 'digits': return load_digits_data(seed=seed)
-    if name in _TORCHVISION: return load_torchvision_images(name, data_dir, download)
-    if name in TABULAR: return load_tabular(name, data_dir)
-    if name in _SKLEARN_TABULAR: return load_sklearn_tabular(name, seed=seed)
-    if name in TOYS:
-        return DensityData(name, toy_data(name, toy_size, seed), toy_data(name, toy_size // 4, seed + 1), None,
+              toy_size: int = 20000, seed: int = 0, validation: bool = True) -> DensityData:
+    "Load a dataset by name: 'digits' (bundled), 'mnist', 'fashion-mnist', 'cifar10' (torchvision), a tabular benchmark, 'wine', 'breast-cancer', or a toy 2-D density; with `validation`, one that has no validation split gets one (`split_validation`)"
+    if name == 'digits': data = load_digits_data(seed=seed)
+    elif name in _TORCHVISION: data = load_torchvision_images(name, data_dir, download)
+    elif name in TABULAR: data = load_tabular(name, data_dir)
+    elif name in _SKLEARN_TABULAR: data = load_sklearn_tabular(name, seed=seed)
+    elif name in TOYS:
+        data = DensityData(name, toy_data(name, toy_size, seed), toy_data(name, toy_size // 4, seed + 1), None,
                            note=f'toy density, {toy_size:,} train / {toy_size // 4:,} test samples')
-    raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    else: raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    return split_validation(data, seed) if validation else data
 
 # %% ../nbs/11_data.ipynb #c72f3411
-def image_grid(levels: Tensor, bins: int, nrow: int = 8) -> Tensor:
-    "A `(C, H, W)` grid in [0, 1] of a batch of image levels, tiled with torchvision's `make_grid`"
-    from torchvision.utils import make_grid
-    return make_grid(levels.float().clamp(0, bins - 1) / (bins - 1), nrow=nrow, padding=1, pad_value=1.0)
+def grid_scale(width: int, nrow: int = 8, min_pixels: int = 280) -> int:
+    "The smallest whole upscaling factor that makes a grid of `nrow` images `width` pixels wide at least `min_pixels` wide"
+    return max(1, math.ceil((min_pixels - (nrow + 1)) / (nrow * width)))
 
-def save_image_grid(levels: Tensor, bins: int, path: str | Path, nrow: int = 8) -> Path:
-    "Write a batch of image levels as one PNG grid (torchvision's `save_image`)"
+def image_grid(levels: Tensor, bins: int, nrow: int = 8, scale: int = 1) -> Tensor:
+    "A `(C, H, W)` grid in [0, 1] of a batch of image levels, each pixel repeated `scale`×`scale` times (nearest neighbour), tiled with torchvision's `make_grid`"
+    from torchvision.utils import make_grid
+    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1: raise ValueError(f"image_grid: scale must be a positive integer, got {scale!r}")
+    if not isinstance(nrow, int) or isinstance(nrow, bool) or nrow < 1: raise ValueError(f"image_grid: nrow must be a positive integer, got {nrow!r}")
+    images = levels.float().clamp(0, bins - 1) / (bins - 1)
+    if scale > 1: images = images.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+    return make_grid(images, nrow=nrow, padding=1 if scale < 4 else 2, pad_value=1.0)
+
+def save_image_grid(levels: Tensor, bins: int, path: str | Path, nrow: int = 8, scale: int | None = None) -> Path:
+    "Write a batch of image levels as one PNG grid (torchvision's `save_image`), upscaled to at least 280 pixels wide unless `scale` is given"
     from torchvision.utils import save_image
-    save_image(image_grid(levels, bins, nrow), str(path))
+    if scale is None: scale = grid_scale(levels.shape[-1], min(nrow, len(levels)))
+    save_image(image_grid(levels, bins, nrow, scale), str(path))
     return Path(path)

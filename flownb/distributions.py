@@ -16,7 +16,7 @@ from fastcore.basics import store_attr
 from .core import check_input, check_sizes, check_positive
 
 # %% auto #0
-__all__ = ['StandardNormal', 'DiagonalNormal', 'mlp', 'conv_net', 'soft_clamp', 'ConditionalNormal']
+__all__ = ['StandardNormal', 'DiagonalNormal', 'mlp', 'conv_net', 'soft_clamp', 'ConditionalNormal', 'ConditionalDiagonalNormal']
 
 # %% ../nbs/01_distributions.ipynb #cdf0ff3f
 def _as_shape(shape) -> tuple[int, ...]:
@@ -28,6 +28,7 @@ def _as_shape(shape) -> tuple[int, ...]:
 class StandardNormal(nn.Module):
     "Standard normal base density $\\mathcal N(0, I)$ over latents of event shape `shape`"
     exact = True
+    temperature: float = 1.0   # `Flow.sample(temperature=T)` scales the spread of the samples around the mean by T
     def __init__(self, shape: int | Sequence[int]):
         super().__init__()
         self.shape = _as_shape(shape)
@@ -45,7 +46,9 @@ class StandardNormal(nn.Module):
 
     def sample(self, n: int, context: Tensor | None = None) -> Tensor:
         "`n` samples of event shape `shape`"
-        return self.dist(context).rsample((n,))
+        d = self.dist(context)
+        z = d.rsample((n,))
+        return z if self.temperature == 1 else d.mean + self.temperature * (z - d.mean)
 
     def extra_repr(self): return f'shape={self.shape}'
 
@@ -107,6 +110,7 @@ def _context_input(name: str, h: Tensor, context: Tensor | None, context_feature
 # %% ../nbs/01_distributions.ipynb #019398a7
 class ConditionalNormal(nn.Module):
     "Diagonal Gaussian $p(c \\mid h)$ whose mean and soft-bounded log-scale come from a small network of `h`"
+    temperature: float = 1.0   # `Flow.sample(temperature=T)` narrows (T < 1) or widens its samples
     def __init__(self,
                  in_features: int,              # features (or channels, with `conv=True`) of the conditioning input h
                  out_features: int,             # features (or channels) of the modelled variable c
@@ -145,9 +149,46 @@ class ConditionalNormal(nn.Module):
         return self.dist(h, context).log_prob(c)
 
     def sample(self, h: Tensor, context: Tensor | None = None) -> Tensor:
-        "One reparametrized sample of $c$ per row of `h`"
-        return self.dist(h, context).rsample()
+        "One reparametrized sample of $c$ per row of `h` (its spread scaled by `temperature`, 1 unless `Flow.sample` sets it)"
+        loc, log_scale = self.params(h, context)
+        return loc + self.temperature * log_scale.exp() * torch.randn_like(loc)
 
     def mean(self, h: Tensor, context: Tensor | None = None) -> Tensor:
         "The mean $\\mu(h)$, for a deterministic inverse"
         return self.params(h, context)[0]
+
+# %% ../nbs/01_distributions.ipynb #b11a41ff
+class ConditionalDiagonalNormal(StandardNormal):
+    """Class-conditional base density $\\mathcal N(\\mu(y), \\mathrm{diag}\\,\\sigma^2(y))$ over event shape `shape`, whose mean and
+    soft-bounded log-scale come from a small network of a `(batch, context_features)` context, e.g. a one-hot label $y$
+    (Glow's class-conditional prior). The last layer starts at zero, so it starts as $\\mathcal N(0, I)$ for every context.
+    Sampling draws one latent per context row. Exact."""
+    def __init__(self,
+                 shape: int | Sequence[int],    # event shape of the latent
+                 context_features: int,         # size of the context (the number of classes, for a one-hot label)
+                 hidden_features: int = 64,     # width of the network
+                 num_layers: int = 1,           # hidden layers (0: a linear map, which is a table of (mean, scale) per class for one-hot labels)
+                 max_log_scale: float = 7.0):   # log-scales are soft-bounded to (-max_log_scale, max_log_scale)
+        super().__init__(shape)
+        check_sizes(type(self).__name__, context_features=context_features, hidden_features=hidden_features)
+        check_sizes(type(self).__name__, 0, num_layers=num_layers)
+        check_positive(type(self).__name__, max_log_scale=max_log_scale)
+        self.context_features, self.max_log_scale = context_features, max_log_scale
+        self.net = mlp(context_features, 2 * math.prod(self.shape), hidden_features, num_layers)
+
+    def dist(self, context: Tensor | None = None) -> D.Distribution:
+        name = f'{type(self).__name__}{self.shape}'
+        if context is None: raise ValueError(f"{name}: needs a context of shape (batch, {self.context_features}), e.g. a one-hot label; got None")
+        check_input(name + ' context', context, (self.context_features,))
+        loc, raw = self.net(context.to(self._zero.dtype)).chunk(2, dim=1)
+        loc, log_scale = (t.reshape(len(context), *self.shape) for t in (loc, soft_clamp(raw, self.max_log_scale)))
+        return D.Independent(D.Normal(loc, log_scale.exp()), len(self.shape))
+
+    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
+        "One sample per context row (`n` must equal the number of rows)"
+        d = self.dist(context)
+        if len(context) != n: raise ValueError(f"{type(self).__name__}: asked for {n} samples with {len(context)} context rows; give one row per sample")
+        z = d.rsample()
+        return z if self.temperature == 1 else d.mean + self.temperature * (z - d.mean)
+
+    def extra_repr(self): return f'shape={self.shape}, context_features={self.context_features}'

@@ -13,49 +13,104 @@ from torch import nn
 
 from .core import Flow, Transform
 from .distributions import StandardNormal
-from .bijections import ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Squeeze, Logit, RQSpline
-from .flowify import flowify, Flatten
+from .bijections import ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Squeeze, Logit, RQSpline, Permutation
+from .flowify import flowify, Flatten, FlowLinear, FlowConv2d
 from .surjections import MaxPool2d, Slice, UniformDequantization, VariationalDequantization
 from .funnels import ConvFunnel, MLPFunnel
 from .drf import LCMASplit, LowDimPrior
 
 # %% auto #0
-__all__ = ['MODELS', 'ModelSpec', 'register_model', 'create_model', 'continuous_part_exact', 'latent_shape', 'num_parameters',
-           'gaussian', 'realnvp', 'flowify_mlp', 'flowify_mlp_coupling', 'flowify_conv1', 'flowify_conv1_coupling',
-           'flowify_conv2', 'flowify_conv2_coupling', 'funnel', 'maxpool', 'slice_', 'multiscale', 'lcma', 'drf_prior']
+__all__ = ['RECIPE_FIELDS', 'MODELS', 'FLOWIFICATION_RECIPE', 'FLOWIFICATION_ARCHITECTURES', 'PAPER_SHAPES', 'ModelSpec',
+           'register_model', 'create_model', 'continuous_part_exact', 'latent_shape', 'num_parameters', 'gaussian',
+           'realnvp', 'flowify_mlp', 'flowify_mlp_coupling', 'flowify_conv1', 'flowify_conv1_coupling', 'flowify_conv2',
+           'flowify_conv2_coupling', 'paper_spline', 'paper_network', 'flowification_model', 'flowification_mlp',
+           'flowification_conv1', 'flowification_conv2', 'flowification_conv1_nsf', 'flowification_conv2_nsf', 'funnel',
+           'maxpool', 'slice_', 'multiscale', 'lcma', 'drf_prior']
 
 # %% ../nbs/12_models.ipynb #075b6cc5
+RECIPE_FIELDS = {'optimizer': str, 'lr': float, 'weight_decay': float, 'batch_size': int, 'epochs': int, 'grad_clip': float}
+
 @dataclass
 class ModelSpec:
-    "A registered model: its name, builder `build(shape, bins, **options) -> Flow`, description and accepted data"
+    "A registered model: its name, builder `build(shape, bins, **options) -> Flow`, description, accepted data and training recipe"
     name: str
     build: Callable[..., Flow]
     description: str
     data: str = 'any'   # 'image': needs (C, H, W) data; 'any': images or vectors
+    recipe: dict | None = None   # training settings (`TrainConfig` field -> value) a run uses unless told otherwise
+    shapes: tuple | None = None  # the only data shapes it is defined for (a paper's networks), or None: any
+
+    def __post_init__(self): self.recipe = dict(self.recipe or {})
+
+    @property
+    def module(self) -> str:
+        "The module that registered the model (what `flownb eval --import` needs for a model that is not flownb's)"
+        return getattr(self.build, '__module__', None) or '__main__'
+
+    @property
+    def takes_context(self) -> bool:
+        "Whether the builder conditions its own layers: it names a `context_features` parameter"
+        import inspect
+        return 'context_features' in inspect.signature(self.build).parameters
 
 MODELS: dict[str, ModelSpec] = {}
 
-def register_model(name: str, description: str, data: str = 'any'):
-    "Decorator that adds a model builder to `MODELS` under `name`"
+def _check_recipe(name: str, recipe: dict) -> dict:
+    "The recipe, or a `ValueError` naming the first key that is not a training setting or whose value has the wrong type"
+    if not isinstance(recipe, dict): raise TypeError(f"register_model({name!r}): recipe must be a dict of training settings, got {type(recipe).__name__}")
+    for key, value in recipe.items():
+        if key not in RECIPE_FIELDS:
+            raise ValueError(f"register_model({name!r}): recipe key {key!r} is not a training setting; expected some of {', '.join(RECIPE_FIELDS)}")
+        kind = RECIPE_FIELDS[key]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else isinstance(value, kind) and not isinstance(value, bool)
+        if not ok: raise ValueError(f"register_model({name!r}): recipe[{key!r}] should be {'a number' if kind is float else 'an ' + kind.__name__ if kind is int else 'a string'}, got {value!r}")
+    return dict(recipe)
+
+def register_model(name: str, description: str, data: str = 'any', recipe: dict | None = None, shapes: Sequence | None = None):
+    "Decorator that adds a model builder to `MODELS` under `name`, with the training `recipe` its runs use unless told otherwise"
+    recipe = _check_recipe(name, recipe or {})
     def deco(build):
         if name in MODELS: raise ValueError(f"register_model: a model named {name!r} is already registered")
-        MODELS[name] = ModelSpec(name, build, description, data)
+        MODELS[name] = ModelSpec(name, build, description, data, recipe, None if shapes is None else tuple(tuple(s) for s in shapes))
         return build
     return deco
 
-def create_model(name: str, shape: Sequence[int], bins: int | None = None, dequantization: str = 'uniform', **options) -> Flow:
-    "Build the registered model `name` for data of event `shape` with `bins` levels (None: continuous data), dequantized 'uniform'ly or 'variational'ly"
+def _condition(name: str, spec: ModelSpec, flow: Flow, context_features: int) -> Flow:
+    "Make `flow` class-conditional: its builder conditioned its own layers, or flownb swaps its standard normal base for a conditional one"
+    from flownb.distributions import ConditionalDiagonalNormal
+    if flow.context_features == context_features:
+        flow.conditioning = 'every learned layer and the base' if spec.takes_context else 'its own layers'
+        return flow
+    if flow.context_features or type(flow.base) is not StandardNormal:
+        raise ValueError(f"model {name!r} cannot be made conditional on a context of {context_features} features: its builder takes no "
+                         f"context_features and its base is a {type(flow.base).__name__}, not the StandardNormal flownb can replace "
+                         "by a class-conditional Gaussian; register a builder that accepts context_features")
+    flow.base = ConditionalDiagonalNormal(flow.base.shape, context_features)
+    flow.conditioning = 'the base only'
+    return flow
+
+def create_model(name: str, shape: Sequence[int], bins: int | None = None, dequantization: str = 'uniform',
+                 context_features: int = 0, **options) -> Flow:
+    """Build the registered model `name` for data of event `shape` with `bins` levels (None: continuous data), dequantized 'uniform'ly or 'variational'ly;
+    with `context_features` K > 0, conditional on a `(batch, K)` context (e.g. a one-hot label): a builder that names `context_features` gets it and
+    conditions its layers, any other model gets a class-conditional Gaussian base in place of its standard normal one"""
     if name not in MODELS: raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)} (see `flownb models`)")
     spec, shape = MODELS[name], tuple(shape)
     if spec.data == 'image' and len(shape) != 3:
         raise ValueError(f"model {name!r} needs image data (channels, height, width); got event shape {shape}")
+    if spec.shapes is not None and shape not in spec.shapes:
+        raise ValueError(f"model {name!r} is defined for data of shape {' or '.join(map(str, spec.shapes))} only, got {shape}")
     if len(shape) not in (1, 3): raise ValueError(f"models take vectors (features,) or images (channels, height, width); got {shape}")
     if bins is not None and bins < 2: raise ValueError(f"bins must be at least 2 for discrete data, or None; got {bins}")
     if dequantization not in ('uniform', 'variational'):
         raise ValueError(f"dequantization must be 'uniform' or 'variational', got {dequantization!r}")
+    if not isinstance(context_features, int) or isinstance(context_features, bool) or context_features < 0:
+        raise ValueError(f"context_features must be a non-negative integer, got {context_features!r}")
+    if context_features and spec.takes_context: options = {**options, 'context_features': context_features}
     flow = spec.build(shape, bins, **options)
     if bins is not None and dequantization == 'variational':   # swap the first layer: a learned q(u|x), a tighter bound
         flow.transform.transforms[0] = VariationalDequantization(shape, bins)
+    if context_features: flow = _condition(name, spec, flow, context_features)
     flow.model_name = name
     return flow
 
@@ -136,7 +191,7 @@ def _flowified(shape, bins, module: nn.Sequential, latent: int, hidden: int) -> 
     body = flowify(module, input_shape=shape, linear_options={'hidden_features': hidden}, conv_options={'hidden_channels': hidden // 2})
     return Flow(StandardNormal(latent), _front(shape, bins) + list(body) + [RQSpline(latent, bound=4.0)])
 
-@register_model('flowify-mlp', 'Flowification: flowify(MLP) with halving widths to an 8-D latent (784-512-256-128-64-32-8 on MNIST)')
+@register_model('flowify-mlp', 'flownb adaptation of the paper MLP for any size: halving widths to an 8-D latent, LeakyReLU (not the paper spline), logit front, 64-wide conditioners, a final spline')
 def flowify_mlp(shape, bins, latent: int = 8, hidden: int = 64, **_):
     d, latent = math.prod(shape), min(latent, math.prod(shape))
     module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent))
@@ -146,7 +201,7 @@ def _spline_block(width: int, hidden: int, conv: bool = False) -> list[Transform
     "The block the paper's `-coupling` variants put after each activation: a rational-quadratic spline coupling"
     return [SplineCoupling(width, hidden // 2 if conv else hidden, conv=conv, bound=4.0)] if width >= 2 else []
 
-@register_model('flowify-mlp-coupling', 'Flowification: flowify(MLP) with a rational-quadratic spline coupling after each activation')
+@register_model('flowify-mlp-coupling', 'flownb adaptation: flowify-mlp with a spline coupling after each activation (the paper puts its -nsf stacks elsewhere)')
 def flowify_mlp_coupling(shape, bins, latent: int = 8, hidden: int = 64, **_):
     d, latent = math.prod(shape), min(latent, math.prod(shape))
     module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent, between=lambda w: _spline_block(w, hidden)))
@@ -171,18 +226,133 @@ def _conv2(shape, bins, latent: int, hidden: int, coupling: bool) -> Flow:
     between = (lambda width: _spline_block(width, hidden)) if coupling else None
     return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, between=between)), latent, hidden)
 
-@register_model('flowify-conv1', 'Flowification: overlapping 3x3 stride-2 convolutions (padding 1), then the MLP; a bound', data='image')
+@register_model('flowify-conv1', 'flownb adaptation: one overlapping 3x3 stride-2 convolution (padding 1), then flowify-mlp; a bound', data='image')
 def flowify_conv1(shape, bins, latent: int = 8, hidden: int = 64, **_): return _conv1(shape, bins, latent, hidden, coupling=False)
 
-@register_model('flowify-conv1-coupling', 'Flowification: flowify-conv1 with a spline coupling after each activation; a bound', data='image')
+@register_model('flowify-conv1-coupling', 'flownb adaptation: flowify-conv1 with a spline coupling after each activation; a bound', data='image')
 def flowify_conv1_coupling(shape, bins, latent: int = 8, hidden: int = 64, **_): return _conv1(shape, bins, latent, hidden, coupling=True)
 
-@register_model('flowify-conv2', 'Flowification: non-overlapping 2x2 stride-2 convolutions, then the MLP; exact', data='image')
+@register_model('flowify-conv2', 'flownb adaptation: two non-overlapping 2x2 stride-2 convolutions, then flowify-mlp; exact', data='image')
 def flowify_conv2(shape, bins, latent: int = 8, hidden: int = 64, **_): return _conv2(shape, bins, latent, hidden, coupling=False)
 
-@register_model('flowify-conv2-coupling', 'Flowification: flowify-conv2 with a spline coupling after each activation; exact', data='image')
+@register_model('flowify-conv2-coupling', 'flownb adaptation: flowify-conv2 with a spline coupling after each activation; exact', data='image')
 def flowify_conv2_coupling(shape, bins, latent: int = 8, hidden: int = 64, **_): return _conv2(shape, bins, latent, hidden, coupling=True)
 
+
+# %% ../nbs/12_models.ipynb #a322a0a2
+FLOWIFICATION_RECIPE = {'optimizer': 'adam', 'lr': 5e-4, 'weight_decay': 0.0, 'batch_size': 128, 'epochs': 300, 'grad_clip': 0.0}
+"The official training recipe (balintmate/flowification, `experiments/image_generation.py`): Adam at 5e-4 with one cosine decay over the run, batch 128, 300 epochs, no weight decay, no clipping"
+
+# (kind, arguments) per layer; 'S' is the paper's spline activation. Sizes as in the official `experiments/architectures.py`.
+def _linear_stack(width: int, n: int, out: int, latent: int) -> list:
+    return [('linear', width), 'S'] * n + [('linear', out), 'S'] + [('linear', out), 'S'] * n + [('linear', latent), 'S']
+
+FLOWIFICATION_ARCHITECTURES = {
+    ('mnist', 'mlp'): ['flatten'] + sum([[('linear', w), 'S'] for w in (512, 256, 128, 64, 32)], []) + [('linear', 8)],
+    ('mnist', 'conv1'): [('conv', 16, 3, 2), 'S', ('conv', 24, 2, 2), 'S', ('conv', 32, 3, 2), 'S', ('conv', 48, 2, 1), 'S',
+                         ('conv', 64, 2, 1), 'S', 'flatten'] + _linear_stack(64, 6, 32, 8),
+    ('mnist', 'conv2'): [('conv', 4, 2, 2), 'S', ('conv', 16, 2, 2), 'S', ('conv', 32, 2, 2), 'S', ('conv', 48, 2, 2), 'S',
+                         ('conv', 64, 2, 2), 'S', 'flatten'] + _linear_stack(64, 6, 32, 8),
+    ('mnist', 'conv1-nsf'): [('conv', 16, 3, 2), 'S', ('conv', 24, 2, 2), 'S', ('conv', 32, 3, 2), 'S', ('conv', 48, 2, 1), 'S',
+                             ('conv', 64, 2, 1), 'S', 'flatten', ('nsf', 2), ('linear', 32), 'S', ('nsf', 2), ('linear', 8), 'S', ('nsf', 2)],
+    ('mnist', 'conv2-nsf'): [('conv', 4, 2, 2), 'S', ('nsf', 2), ('conv', 16, 2, 2), 'S', ('nsf', 2), ('conv', 24, 2, 2), 'S', ('nsf', 2),
+                             ('conv', 32, 2, 2), 'S', ('nsf', 2), ('conv', 64, 2, 2), 'S', 'flatten',
+                             ('nsf', 2), ('linear', 32), 'S', ('nsf', 2), ('linear', 8), 'S', ('nsf', 2)],
+    # the official CIFAR-10 'mlp' branch builds this list and then overwrites it with MLP-Mixer code that cannot run; flownb builds the list
+    ('cifar10', 'mlp'): ['flatten'] + sum([[('linear', w), 'S'] for w in (1024, 512, 512, 256)], []) + [('linear', 128)],
+    ('cifar10', 'conv1'): [('conv', 27, 3, 2), 'S', ('conv', 64, 3, 2), 'S', ('conv', 100, 3, 2), 'S', ('conv', 112, 3, 2), 'S',
+                           ('conv', 128, 2, 2), 'S', 'flatten'] + [('linear', 128), 'S'] * 10,
+    ('cifar10', 'conv2'): [('conv', 12, 2, 2), 'S', ('conv', 48, 2, 2), 'S', ('conv', 100, 2, 2), 'S', ('conv', 112, 2, 2), 'S',
+                           ('conv', 128, 2, 2), 'S', 'flatten'] + [('linear', 128), 'S'] * 12,
+    ('cifar10', 'conv1-nsf'): [('conv', 27, 3, 2), 'S', ('nsf', 4), ('conv', 48, 3, 2), 'S', ('nsf', 4), ('conv', 72, 3, 2), 'S', ('nsf', 4),
+                               ('conv', 96, 3, 2), 'S', ('conv', 128, 2, 2), 'S', 'flatten', ('nsf', 8)],
+    ('cifar10', 'conv2-nsf'): [('conv', 12, 2, 2), 'S', ('nsf', 4), ('conv', 48, 2, 2), 'S', ('nsf', 4), ('conv', 72, 2, 2), 'S', ('nsf', 4),
+                               ('conv', 96, 2, 2), 'S', ('conv', 128, 2, 2), 'S', 'flatten', ('nsf', 6)],
+}
+_PAPER_DATA = {(1, 28, 28): 'mnist', (3, 32, 32): 'cifar10'}
+PAPER_SHAPES = tuple(_PAPER_DATA)   # MNIST and CIFAR-10: the only data the paper's networks are defined for
+_PAPER_LATENT = {'mnist': 8, 'cifar10': 128}
+_SPLINE_DERIVATIVE_OFFSET = math.log(math.expm1(1 - 1e-3))   # flownb's spline: raw 0 gives slope 1; nflows': softplus(raw)
+
+def paper_spline() -> RQSpline:
+    "The paper's activation: one rational-quadratic spline shared by every unit of a layer, 10 bins on [-2, 2], identity outside, started where nflows starts it (every parameter ~ U[0, 1))"
+    spline = RQSpline(None, bins=10, bound=2.0)
+    with torch.no_grad():
+        spline.raw_widths.uniform_(); spline.raw_heights.uniform_()
+        spline.raw_derivatives.uniform_().sub_(_SPLINE_DERIVATIVE_OFFSET)   # same slopes as nflows' softplus(U[0, 1))
+    return spline
+
+def _paper_nsf(features: int, couplings: int, conv: bool) -> list[Transform]:
+    "The official RQ_NSF (RQ_NSF_Conv): spline couplings with 5 bins on [-3, 3], first half passed through, features reversed between couplings"
+    layers = []
+    for i in range(couplings):
+        if i: layers.append(Permutation(features, 'reverse'))
+        layers.append(SplineCoupling(features, hidden_features=32 if conv else 256, num_layers=3, conv=conv, bins=5, bound=3.0))
+    return layers
+
+def _stride_padding(size: int, kernel: int, stride: int) -> int:
+    "Rows the official code adds at the bottom (columns on the right) so that the stride divides the image exactly"
+    return (stride - (size - kernel) % stride) % stride
+
+def paper_network(spec: list, shape: Sequence[int]) -> nn.Sequential:
+    "The plain torch network of an architecture spec (zero-padding where the official code pads, orthogonal weights, zero biases)"
+    c, h, w = shape
+    layers, features = [], None
+    for item in spec:
+        kind, *args = (item,) if isinstance(item, str) else item
+        if kind == 'S': layers.append(paper_spline())
+        elif kind == 'flatten': layers.append(nn.Flatten()); features = c * h * w
+        elif kind == 'nsf': layers += _paper_nsf(features or c, args[0], conv=features is None)
+        elif kind == 'conv':
+            out, k, s = args
+            ph, pw = _stride_padding(h, k, s), _stride_padding(w, k, s)
+            if ph or pw: layers.append(nn.ZeroPad2d((0, pw, 0, ph))); h, w = h + ph, w + pw
+            layers.append(nn.Conv2d(c, out, k, stride=s)); c, h, w = out, (h - k) // s + 1, (w - k) // s + 1
+        elif kind == 'linear': layers.append(nn.Linear(features, args[0])); features = args[0]
+        else: raise ValueError(f"paper_network: unknown layer kind {kind!r}")
+    for layer in layers:
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            nn.init.orthogonal_(layer.weight); nn.init.zeros_(layer.bias)   # singular values 1, as the official start (s = e^0)
+    return nn.Sequential(*layers)
+
+def _paper_linear_options(linear: nn.Linear) -> dict:
+    "The official conditioner of a reducing Linear: width max(3·max(2(D_in−D_out), D_in), 64), 1 to 7 hidden layers (more when narrow)"
+    d_in, d_out = linear.in_features, linear.out_features
+    if d_in <= d_out: return {}
+    width = max(3 * max(2 * (d_in - d_out), d_in), 64)
+    return {'hidden_features': width, 'num_layers': 1 + (0 if width > 200 else 2 if width > 100 else 4 if width > 50 else 6)}
+
+def _paper_conv_options(conv: nn.Conv2d) -> dict:
+    "The official conditioner of a reducing convolution is 2·C_in + C_out channels wide"
+    return {'hidden_channels': 2 * conv.in_channels + conv.out_channels}
+
+def flowification_model(architecture: str, shape: Sequence[int], bins: int | None) -> Flow:
+    "The Flowification paper's `architecture` ('mlp', 'conv1', 'conv2', 'conv1-nsf', 'conv2-nsf') for MNIST (1, 28, 28) or CIFAR-10 (3, 32, 32)"
+    data = _PAPER_DATA.get(tuple(shape))
+    if data is None:
+        raise ValueError(f"the Flowification paper defines flowification-{architecture} for MNIST (1, 28, 28) and CIFAR-10 (3, 32, 32) only, "
+                         f"got data of shape {tuple(shape)}; the flowify-* models adapt the same ideas to any image size")
+    if bins is None: raise ValueError(f"flowification-{architecture} models 8-bit images (bins=256); got continuous data")
+    body = flowify(paper_network(FLOWIFICATION_ARCHITECTURES[data, architecture], shape), input_shape=shape,
+                   linear_options=_paper_linear_options, conv_options=_paper_conv_options)
+    return Flow(StandardNormal(_PAPER_LATENT[data]), [UniformDequantization(bins, shape)] + list(body))
+
+
+# %% ../nbs/12_models.ipynb #b1502de0
+@register_model('flowification-mlp', "Flowification paper's MLP as its code builds it: 784-512-256-128-64-32-8 (CIFAR-10: 3072-1024-512-512-256-128), its shared spline after every layer but the last; exact", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
+def flowification_mlp(shape, bins): return flowification_model('mlp', shape, bins)
+
+@register_model('flowification-conv1', "Flowification paper's conv1: five overlapping convolutions (16-24-32-48-64 on MNIST), then 13 linear layers, its spline after each; a bound", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
+def flowification_conv1(shape, bins): return flowification_model('conv1', shape, bins)
+
+@register_model('flowification-conv2', "Flowification paper's conv2: five non-overlapping 2x2/2 convolutions (4-16-32-48-64), then 13 linear layers; a bound on MNIST (one padding), exact on CIFAR-10", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
+def flowification_conv2(shape, bins): return flowification_model('conv2', shape, bins)
+
+@register_model('flowification-conv1-nsf', "Flowification paper's conv1_nsf: conv1's convolutions, then spline-coupling stacks between two linear layers; a bound", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
+def flowification_conv1_nsf(shape, bins): return flowification_model('conv1-nsf', shape, bins)
+
+@register_model('flowification-conv2-nsf', "Flowification paper's conv2_nsf: 2x2/2 convolutions (4-16-24-32-64) with spline-coupling stacks after each, then between linear layers; a bound on MNIST", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
+def flowification_conv2_nsf(shape, bins): return flowification_model('conv2-nsf', shape, bins)
 
 # %% ../nbs/12_models.ipynb #e8f61ce6
 @register_model('funnel', 'Funnels: a 3x3 convolutional funnel, couplings, then an MLP funnel (spline) to a quarter of the dimensions')

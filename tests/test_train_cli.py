@@ -1,5 +1,6 @@
 """The main job end to end: the `flownb` command, kill-and-resume, corrupt checkpoints, torchrun with two CPU
-processes (gloo), and the default run against the diagonal-Gaussian baseline."""
+processes (gloo), and the default run against the diagonal-Gaussian baseline. A run keeps best.pt (the epoch of lowest
+validation bits/dim, which it reports on test) next to checkpoint.pt (the latest, for --resume)."""
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
@@ -70,10 +71,11 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert proc.poll() is None, 'the run finished before it could be interrupted; make it longer'
     time.sleep(0.3)                  # somewhere inside the next epoch
     proc.send_signal(signal.SIGKILL); proc.wait()
-    state = load_checkpoint(ckpt)    # the checkpoint survived the kill intact
-    assert 2 <= state['epoch'] < 5
+    state = load_checkpoint(ckpt)    # the checkpoint survived the kill intact, and so did best.pt
+    assert 2 <= state['epoch'] < 5 and load_checkpoint(run / 'best.pt')['epoch'] <= state['epoch']
     flownb(*args, '--out', run, '--resume')
     assert metrics(run)['test'] == metrics(tmp_path / 'whole')['test']
+    assert metrics(run)['selected'] == metrics(tmp_path / 'whole')['selected']
     a, b = load_checkpoint(tmp_path / 'whole' / 'checkpoint.pt'), load_checkpoint(ckpt)
     assert a['epoch'] == b['epoch'] == 5
     assert all(torch.equal(a['model_state'][k], b['model_state'][k]) for k in a['model_state'])
@@ -121,6 +123,8 @@ def test_eval_and_sample_from_a_checkpoint(tmp_path):
     assert 'iw_4' in metrics(run)['test'] and metrics(run)['continuous_part_exact'] is False
     out = flownb('eval', run / 'checkpoint.pt', '--k', '4').stdout
     assert '(ELBO)' in out and '(IW-4)' in out
+    out = flownb('eval', run, '--k', '4').stdout   # a run folder: its best.pt, and the numbers train reported for it
+    assert 'best.pt, epoch ' in out and f"{metrics(run)['test']['iw_4']['bits_per_dim']:.4f} bits/dim (IW-4)" in out
     flownb('sample', run / 'checkpoint.pt', '--n', '9', '--out', tmp_path / 'grid.png')
     assert (tmp_path / 'grid.png').stat().st_size > 100
     flownb('sample', run / 'checkpoint.pt', '--n', '5', '--out', tmp_path / 'samples.pt')
@@ -145,13 +149,25 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert len(load_checkpoint(run / 'checkpoint.pt')['rng']) == 2   # one RNG state per process, for resume
 
 
+def test_torchrun_time_budget_stops_every_process(tmp_path):
+    "Rank 0's clock decides when a --time-budget run stops, so both processes stop at the same step and none waits for the other"
+    run = tmp_path / 'ddp'
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29534',
+                        '-m', 'flownb.cli', 'train', '--epochs', '50', '--batch-size', '64', '--device', 'cpu', '--time-budget', '1',
+                        '--out', str(run), '--quiet'], capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = metrics(run)
+    assert m['stopped'] == 'time_budget' and 0 < m['steps'] < 50 * 21 and load_checkpoint(run / 'checkpoint.pt')['step'] == m['steps']
+
+
 def test_default_run_beats_the_gaussian_baseline(tmp_path):
     flownb('train', '--out', tmp_path / 'default', '--quiet')                   # exactly what the README says
     flownb('train', '--model', 'gaussian', '--out', tmp_path / 'gaussian', '--quiet')
     ours, baseline = metrics(tmp_path / 'default'), metrics(tmp_path / 'gaussian')
     assert ours['model'] == 'flowify-mlp' and ours['data'] == 'digits'
     assert ours['test']['bits_per_dim'] < baseline['test']['bits_per_dim'] - 0.2, (ours['test'], baseline['test'])
-    for f in ('samples.png', 'curves.png', 'checkpoint.pt'): assert (tmp_path / 'default' / f).exists()
+    assert ours['selected']['why'] == 'lowest validation bits/dim' and ours['config']['epochs'] == 300
+    for f in ('samples.png', 'curves.png', 'checkpoint.pt', 'best.pt'): assert (tmp_path / 'default' / f).exists()
 
 
 @pytest.mark.skipif(not (MNIST / 't10k-images-idx3-ubyte.gz').exists(), reason='MNIST not in ../shared/data/mnist')
