@@ -148,8 +148,10 @@ def main():
     pages.sort(key=lambda p: (p[0] != 'index.ipynb',))
     copy_mathjax(STAGE / 'assets' / 'mathjax')
     shutil.copy2(ROOT / 'nbs' / 'styles.css', STAGE / 'styles.css')
-    for plot in sorted((ROOT / 'bench' / 'results').glob('*.png')):   # the benchmark plots the index page shows
-        (STAGE / 'bench' / 'results').mkdir(parents=True, exist_ok=True); shutil.copy2(plot, STAGE / 'bench' / 'results' / plot.name)
+    results = ROOT / 'bench' / 'results'
+    for plot in sorted(results.rglob('*.png')):   # the benchmark plots and sample grids the index page shows, in their folders
+        target = STAGE / 'bench' / 'results' / plot.relative_to(results)
+        target.parent.mkdir(parents=True, exist_ok=True); shutil.copy2(plot, target)
     config = write_mkdocs_yml(pages, cfg)
     subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--clean', '--quiet', '-f', str(config)], cwd=ROOT, check=True)
     (SITE / '.nojekyll').touch()
