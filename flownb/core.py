@@ -129,15 +129,15 @@ def _autocast_enabled(device_type: str) -> bool:
 def _check_call(layer: 'Transform', x, context, direction: str) -> None:
     "What the contract checks on every call, before the layer's own code runs: the input's dtype and the context"
     if not _validation['enabled'] or torch.compiler.is_compiling(): return
-    name = _layer_name(layer) + ('.inverse' if direction == 'inverse' else '')
+    def name(): return _layer_name(layer) + ('.inverse' if direction == 'inverse' else '')   # formatted only for a message
     if isinstance(x, Tensor) and x.is_floating_point() and not layer._dtype_from_parts and not (direction == 'forward' and layer.casts_input):
         expected = _parameter_dtype(layer)
         if expected is not None and x.dtype != expected and not _autocast_enabled(x.device.type):
-            raise TypeError(f"{name}: input has dtype {x.dtype} but the layer's parameters are {expected}; "
+            raise TypeError(f"{name()}: input has dtype {x.dtype} but the layer's parameters are {expected}; "
                             f"convert the input (x.to({expected})) or the model (model.to({x.dtype}))")
     if context is not None:
         batch = x.shape[0] if isinstance(x, Tensor) and x.dim() > 0 and not torch._C._functorch.is_functorch_wrapped_tensor(x) else None
-        check_context(name, context, context_features_of(layer), batch)
+        check_context(name(), context, context_features_of(layer), batch)
 
 def _under_contract(method, direction: str):
     "Wrap a subclass's `forward` or `inverse` so the contract's checks run first"
