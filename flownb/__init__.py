@@ -12,7 +12,7 @@ from .core import Transform, Bijection, Surjection, Compose, Flow, bits_per_dim,
 from .distributions import StandardNormal, DiagonalNormal, ConditionalNormal, ConditionalDiagonalNormal
 from .checks import check_inverse, check_logdet, check_normalized, check_iw_bound
 from .bijections import LeakyReLU, RQSpline, ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Permutation, Squeeze, Reshape, Logit
-from .flowify import PReLU, Flatten, FlowLinear, FlowConv2d, FlowPad2d
+from .flowify import PReLU, Flatten, FlowLinear, FlowConv2d, FlowPad2d, FlowBatchNorm, Tanh, Sigmoid, ELU
 from .surjections import (Slice, Augment, Abs, Log, Sort, SortedToReal, StochasticPermutation, MaxPool2d, VAE,
                                 UniformDequantization, VariationalDequantization)
 from .funnels import MLPFunnel, ConvFunnel
@@ -37,7 +37,7 @@ __all__ = ['train', 'flowify', 'Transform', 'Bijection', 'Surjection', 'Compose'
            'StandardNormal', 'DiagonalNormal', 'ConditionalNormal', 'ConditionalDiagonalNormal',
            'check_inverse', 'check_logdet', 'check_normalized', 'check_iw_bound',
            'LeakyReLU', 'RQSpline', 'ActNorm', 'AffineCoupling', 'SplineCoupling', 'Conv1x1', 'Permutation', 'Squeeze', 'Reshape', 'Logit',
-           'PReLU', 'Flatten', 'FlowLinear', 'FlowConv2d', 'FlowPad2d',
+           'PReLU', 'Flatten', 'FlowLinear', 'FlowConv2d', 'FlowPad2d', 'FlowBatchNorm', 'Tanh', 'Sigmoid', 'ELU',
            'Slice', 'Augment', 'Abs', 'Log', 'Sort', 'SortedToReal', 'StochasticPermutation', 'MaxPool2d', 'VAE',
            'UniformDequantization', 'VariationalDequantization', 'MLPFunnel', 'ConvFunnel', 'LowDimPrior', 'LCMASplit', 'fit_lcma',
            'DensityData', 'load_data', 'split_validation', 'MODELS', 'register_model', 'create_model',

@@ -62,6 +62,22 @@ BIJECTIONS = {
     'Log': (lambda f: S.Log(), 'positive'),
     'SortedToReal': (lambda f: S.SortedToReal(f), 'sorted'),
 }
+# issue 20: flowify's batch norm (eval-mode affine map, learned log|a| and shift, fixed signs) and the activations onto an
+# interval; 'standard' inputs (N(0, 1)) keep tanh away from ±1, where float32 cannot invert it to 1e-4
+BIJECTIONS.update({
+    'FlowBatchNorm': (lambda f: _randomize(FL.FlowBatchNorm(f), 0.5), 'vector'),
+    'FlowBatchNorm-image': (lambda f: _randomize(FL.FlowBatchNorm(f), 0.5), 'image'),
+    'FlowBatchNorm-negative': (lambda f: _negative_signs(_randomize(FL.FlowBatchNorm(f), 0.5)), 'vector'),
+    'Tanh': (lambda f: FL.Tanh(), 'standard'),
+    'Sigmoid': (lambda f: FL.Sigmoid(), 'standard'),
+    'ELU': (lambda f: FL.ELU(0.7), 'standard'),
+})
+
+
+def _negative_signs(layer):
+    "Flip the fixed sign of every other channel of a FlowBatchNorm (a trained BatchNorm's gamma can be negative)"
+    with torch.no_grad(): layer.sign[::2] = -1
+    return layer
 
 
 def make_input(kind, batch, features, dtype, seed=0):
@@ -73,6 +89,7 @@ def make_input(kind, batch, features, dtype, seed=0):
     if kind == 'unit': return torch.rand(batch, features, generator=g, dtype=dtype) * 0.98 + 0.01
     if kind == 'positive': return torch.rand(batch, features, generator=g, dtype=dtype) * 3 + 0.1
     if kind == 'sorted': return torch.cumsum(torch.rand(batch, features, generator=g, dtype=dtype) + 0.1, 1) - 1
+    if kind == 'standard': return torch.randn(batch, features, generator=g, dtype=dtype)
     return torch.randn(batch, f, generator=g, dtype=dtype) * 1.5
 
 
@@ -112,6 +129,13 @@ SURJECTIONS = {
     'LCMASplit-conv': (lambda: DRF.LCMASplit((4, 3, 2), 1, hidden_features=4).fit(torch.randn(4, 3, 2)), img(4, 3, 2), True, 'right'),
     'LCMASplit-static': (lambda: DRF.LCMASplit(3, 2, hidden_features=8), vec(3), True, 'right'),
 }
+# issue 20: nn.AvgPool2d, flowified as a FlowConv2d with a fixed averaging kernel: exact (stride = kernel), and a bound
+# (overlapping, zero padding counted in the average); built through flowify, the only way users get them
+def _avg_pool(*args, input_shape, **kwargs): return FL.flowify(torch.nn.AvgPool2d(*args, **kwargs), input_shape=input_shape)[0]
+SURJECTIONS.update({
+    'FlowConv2d-avgpool': (lambda: _avg_pool(2, input_shape=(2, 4, 6)), img(2, 4, 6), True, 'right'),
+    'FlowConv2d-avgpool-bound': (lambda: _avg_pool(3, stride=1, padding=1, input_shape=(1, 4, 4)), img(1, 4, 4), False, None),
+})
 
 
 def build_surjection(name, batch, dtype, seed=0):
@@ -174,6 +198,18 @@ NORMALIZE = {
     'FlowConv2d-bound': (1, lambda: [_to_image(1, 1, 1), FL.FlowConv2d(1, 1, 3, padding=1, hidden_channels=4), _to_vector(1, 1, 1)], -8, 8, 1.0),
     'FlowPad2d': (2, lambda: [_to_image(1, 1, 1), FL.FlowPad2d(1, (0, 1, 0, 0)), _to_vector(1, 1, 2)], -8, 8, 1.0),
 }
+# issue 20. The activations onto an interval are exact on their range: with the N(0, I) base their density integrates to
+# the base's mass there, (2Φ(1) - 1)² for tanh, (Φ(1) - Φ(0))² for the sigmoid, Φ(α)² for ELU(α); a base on the range
+# integrates to one (tests/test_flowify_traced.py). ELU(0.7)'s density jumps at 0: the box puts 0 on a cell edge.
+_P = lambda v: 0.5 * (1 + math.erf(v / math.sqrt(2)))
+NORMALIZE.update({
+    'FlowBatchNorm': (2, lambda: [_r(FL.FlowBatchNorm(2), 0.5)], -9, 9, 1.0),
+    'FlowBatchNorm-negative': (2, lambda: [_negative_signs(_r(FL.FlowBatchNorm(2), 0.5))], -9, 9, 1.0),
+    'Tanh': (2, lambda: [FL.Tanh()], -12, 12, (2 * _P(1) - 1) ** 2, 400),
+    'Sigmoid': (2, lambda: [FL.Sigmoid()], -40, 40, (_P(1) - _P(0)) ** 2, 800),
+    'ELU': (2, lambda: [FL.ELU(0.7)], -30, 10, _P(0.7) ** 2, 400),
+    'FlowConv2d-avgpool': (1, lambda: [_to_image(1, 1, 2), _avg_pool((1, 2), input_shape=(1, 1, 2)), _to_vector(1, 1, 1)], -9, 9, 1.0),
+})
 # layers a density check says nothing about: pure rearrangements (log-determinant 0, and invertibility is tested),
 # discrete-data layers (their sum over levels is checked separately), and variants already covered under another name
 NOT_NORMALIZED = {'Squeeze': 'a rearrangement', 'Reshape': 'a rearrangement', 'Flatten': 'a rearrangement',
@@ -183,6 +219,9 @@ NOT_NORMALIZED = {'Squeeze': 'a rearrangement', 'Reshape': 'a rearrangement', 'F
                   'FlowConv2d-gaps-overlap': 'overlap needs 3 rows and a gap 3 columns, a 9-D density; its parts are checked in tests/test_flowify_faults.py',
                   'ConvFunnel-k1': 'same layer as ConvFunnel', 'LCMASplit-conv': 'same layer as LCMASplit', 'LCMASplit-static': 'same layer as LCMASplit'}
 ONE_D_DATA = {'Log', 'Abs', 'Augment', 'FlowLinear-increase', 'FlowConv2d-bound', 'FlowPad2d'}
+NOT_NORMALIZED.update({'FlowBatchNorm-image': 'same layer as FlowBatchNorm',   # issue 20
+                       'FlowConv2d-avgpool-bound': 'same maths as FlowConv2d-bound (integrated); at its start the fixed average mixes one '
+                                                   'pixel with 8 noise pixels, and the K=64 importance weights are too heavy-tailed to integrate'})
 
 
 def normalization_flow(name, seed=0):
