@@ -14,6 +14,7 @@ from layers import BIJECTIONS, SURJECTIONS, make_input, build_surjection
 STEPS = 10_000
 
 
+@pytest.mark.slow   # about 5 CPU-minutes; run with --runslow
 def test_orthogonal_factors_stay_orthogonal_for_10k_steps():
     "float32, Adam at a high learning rate: ||QᵀQ - I||_max of both orthogonal factors (the default map) after 10,000 steps"
     torch.manual_seed(0)
@@ -47,6 +48,7 @@ def test_extreme_inputs_give_finite_numbers(name, scale):
     assert torch.isfinite(z).all(), f"{name} at scale {scale:g}: non-finite output"
 
 
+@pytest.mark.slow   # about 5 CPU-minutes; run with --runslow
 def test_long_training_on_digits_stays_finite(tmp_path):
     "3,300 steps (300 epochs) of the coupling-augmented flowified MLP at 3× the default learning rate: no NaN, and it learns"
     config = TrainConfig(model='flowify-mlp-coupling', data='digits', epochs=300, lr=3e-3, seed=1)
@@ -59,7 +61,7 @@ def test_long_training_on_digits_stays_finite(tmp_path):
 
 @pytest.mark.parametrize('model', [m for m, spec in MODELS.items() if spec.shapes is None])   # the paper networks: tests/test_paper_models.py
 def test_every_model_trains_without_nan(model, tmp_path):
-    "Each registered model, 10 epochs (110 steps) on the digits at the default learning rate: finite losses, finite test bits/dim"
-    result = train(TrainConfig(model=model, data='digits', epochs=10), out=tmp_path / model, progress=False, data=load_digits_data())
+    "Each registered model, 3 epochs (about 30 steps) on the digits at the default learning rate: finite losses, finite test bits/dim"
+    result = train(TrainConfig(model=model, data='digits', epochs=3), out=tmp_path / model, progress=False, data=load_digits_data())
     history = json.loads((tmp_path / model / 'metrics.json').read_text())['history']
     assert all(math.isfinite(v) for v in history['train_bpd']) and math.isfinite(result['test']['bits_per_dim'])
