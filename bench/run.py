@@ -5,6 +5,13 @@ flowification, the cost of the orthogonal factors as d grows, sampling throughpu
     python bench/run.py                  # + MNIST (../shared/data/mnist or --mnist-dir), longer budgets
     python bench/run.py --device cuda    # on a GPU: absolute times are then meaningful (name the device)
     python bench/run.py --models flowify-mlp,flowify-conv2   # re-measure these rows only, in the existing results
+    python bench/run.py --quick --time-budget 30        # another CPU-second budget per model
+    python bench/run.py --quick --max-steps 1000        # the same number of optimizer steps for every model instead
+
+The budget is what every model gets, named as `flownb train` names its budgets: `--time-budget SECONDS` (CPU seconds of
+this process; the default, 15 quick, 60 on the digits and 180 on MNIST in the full run) or `--max-steps N` (optimizer
+steps, for a comparison that does not depend on the machine's speed). There are no epoch counts: a benchmark compares
+models at an equal budget, never at an equal number of passes over data of different sizes.
 
 With `--models`, only the likelihood rows of the named models are trained and evaluated again (same budgets, data and
 rules); they replace those rows in the existing `run.json`, the other rows and the cost measurements stay, and the
@@ -134,8 +141,8 @@ def samples_per_second(model, device, n=500, repeats=3):
     return n / best
 
 
-def train_for(model, data, budget_s, device, batch_size=128, seed=0):
-    "Train for `budget_s` seconds of this process's CPU time (wall-clock on GPU); returns steps and seconds used"
+def train_for(model, data, budget_s, device, batch_size=128, seed=0, max_steps=None):
+    "Train for `budget_s` seconds of this process's CPU time (wall-clock on GPU), or `max_steps` steps if given; returns steps and seconds used"
     torch.manual_seed(seed)
     init = data.train[torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:batch_size]].to(device)
     with torch.no_grad(): model.log_prob(init)   # data-dependent initialisation (ActNorm); harmless for the peers
@@ -145,7 +152,8 @@ def train_for(model, data, budget_s, device, batch_size=128, seed=0):
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.train), batch_size=batch_size, shuffle=True,
                                          drop_last=True, generator=torch.Generator().manual_seed(seed))
     model.train()
-    while used < budget_s:
+    done = lambda: steps >= max_steps if max_steps is not None else used >= budget_s
+    while not done():
         for (x,) in loader:
             t0 = clock(device)
             loss = -model.log_prob(x.to(device)).mean() / (dims * math.log(2))
@@ -153,11 +161,11 @@ def train_for(model, data, budget_s, device, batch_size=128, seed=0):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0); opt.step()
             used += clock(device) - t0; steps += 1; last = loss.item()
             if not math.isfinite(last): raise RuntimeError(f"non-finite loss after {steps} steps")
-            if used >= budget_s: break
+            if done(): break
     return steps, used, last
 
 
-def likelihood(data, budget_s, device, eval_k, models):
+def likelihood(data, budget_s, device, eval_k, models, max_steps=None):
     torch.manual_seed(0)
     target = M.num_parameters(M.create_model('flowify-mlp', data.shape, data.bins))
     rows = []
@@ -169,7 +177,7 @@ def likelihood(data, budget_s, device, eval_k, models):
             continue
         torch.manual_seed(0)
         model = build(name, data, target).to(device)
-        steps, used, train_bpd = train_for(model, data, budget_s, device)
+        steps, used, train_bpd = train_for(model, data, budget_s, device, max_steps=max_steps)
         model.eval()
         torch.manual_seed(1)
         test = evaluate(model, data.test, device=device)
@@ -189,7 +197,8 @@ def likelihood(data, budget_s, device, eval_k, models):
               + (f" (IW-{eval_k} {row[f'test_bpd_iw{eval_k}']:.3f})" if f'test_bpd_iw{eval_k}' in row else '')
               + f"  {row['samples_per_s']:8.0f} samples/s  step memory {row['step_memory_mb']:6.1f} MiB", flush=True)
     return {'data': data.name, 'data_note': data.note, 'train_size': len(data.train), 'test_size': len(data.test),
-            'budget_s_per_model': budget_s, 'peer_target_parameters': target, 'rows': rows}
+            'budget_s_per_model': None if max_steps is not None else budget_s, 'max_steps_per_model': max_steps,
+            'peer_target_parameters': target, 'rows': rows}
 
 
 # ---------------------------------------------------------------- the price of flowification
@@ -197,9 +206,9 @@ def _plain_module(name, shape, bins):
     "The plain `nn.Sequential` a registered flowified model was built from (captured while the model is built)"
     captured = {}
     original = M._flowified
-    def spy(shape_, bins_, module, latent, hidden):
+    def spy(shape_, bins_, module, latent, hidden, *rest):
         captured['module'] = copy.deepcopy(module)
-        return original(shape_, bins_, module, latent, hidden)
+        return original(shape_, bins_, module, latent, hidden, *rest)
     M._flowified = spy
     try: flow = M.create_model(name, shape, bins)
     finally: M._flowified = original
@@ -277,10 +286,17 @@ def plot(results, path):
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
+def _budget(res, unit):
+    "The budget every model of a likelihood table got, in words"
+    steps = res.get('max_steps_per_model')
+    return f"{steps:,} steps" if steps is not None else f"{res['budget_s_per_model']} {unit}"
+
+
 def table(results):
     meta = results['meta']
     lines = [f"Measured {meta['date']} at commit `{meta['commit']}` on {meta['machine']} ({meta['device']}, "
-             f"{meta['threads']} thread, torch {meta['torch']}) with `python bench/run.py{' --quick' if meta['quick'] else ''}`."
+             f"{meta['threads']} thread, torch {meta['torch']}) with `python bench/run.py{' --quick' if meta['quick'] else ''}"
+             + (f" --time-budget {meta['time_budget']:g}" if meta.get('time_budget') else '') + (f" --max-steps {meta['max_steps']}" if meta.get('max_steps') else '') + "`."
              + ''.join(f" Rows of {', '.join(r['models'])} re-measured {r['date']} at commit `{r['commit']}` "
                        f"(`--models`, same budgets and rules)." for r in meta.get('reruns', [])), '']
     for key in ('likelihood_digits', 'likelihood_mnist'):
@@ -289,7 +305,7 @@ def table(results):
         unit = 'CPU seconds' if meta['device'] == 'cpu' else 'seconds'
         note = res['data_note'] or f"{res['train_size']:,} train / {res['test_size']:,} test"
         lines += [f"**{res['data']}** ({note}; "
-                  f"full {res['test_size']:,}-image test split), {res['budget_s_per_model']} {unit} of training per model, batch 128:", '',
+                  f"full {res['test_size']:,}-image test split), {_budget(res, unit)} of training per model, batch 128:", '',
                   '| model | parameters | latent | steps | steps/s | test bits/dim | samples/s | step memory (MiB) |', '|---|---|---|---|---|---|---|---|']
         for r in res['rows']:
             iw = [k for k in r if k.startswith('test_bpd_iw')]
@@ -317,13 +333,17 @@ def table(results):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true', help='digits only, short budgets (< 5 min on CPU)')
-    ap.add_argument('--budget', type=float, help='training seconds per model (default: 15 quick; 60 digits and 180 MNIST in the full run)')
+    budget = ap.add_mutually_exclusive_group()
+    budget.add_argument('--time-budget', '--budget', dest='budget', type=float,
+                        help='CPU seconds of training per model (default: 15 quick; 60 digits and 180 MNIST in the full run)')
+    budget.add_argument('--max-steps', type=int, help='optimizer steps per model instead of a time budget')
     ap.add_argument('--mnist-dir', default='../shared/data/mnist', help='folder with the MNIST IDX files (full run)')
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--out', default=str(OUT))
     ap.add_argument('--models', help='comma-separated: re-measure only these models\' likelihood rows in the existing results')
     args = ap.parse_args()
-    if args.budget is not None and not args.budget > 0: ap.error(f"--budget must be positive, got {args.budget}")
+    if args.budget is not None and not args.budget > 0: ap.error(f"--time-budget must be positive, got {args.budget}")
+    if args.max_steps is not None and args.max_steps < 1: ap.error(f"--max-steps must be a positive integer, got {args.max_steps}")
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available(): ap.error("--device cuda asked for, but CUDA is not available")
     torch.set_num_threads(1)
@@ -332,11 +352,13 @@ def main():
     machine = torch.cuda.get_device_name(device) if device.type == 'cuda' else (platform.processor() or platform.machine())
     results = {'meta': {'date': time.strftime('%Y-%m-%d'), 'commit': commit, 'machine': machine, 'device': device.type,
                         'threads': torch.get_num_threads(), 'torch': torch.__version__, 'quick': args.quick,
+                        'time_budget': args.budget, 'max_steps': args.max_steps,
                         'python': sys.version.split()[0]}}
     started = time.perf_counter()
     models = FLOWNB_MODELS + PEERS
     if args.models:
-        if args.budget is not None: ap.error("--models re-measures rows at the budget the existing results state; drop --budget")
+        if args.budget is not None or args.max_steps is not None:
+            ap.error("--models re-measures rows at the budget the existing results state; drop --time-budget/--max-steps")
         chosen = args.models.split(',')
         unknown = [m for m in chosen if m not in models]
         if unknown: ap.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(models)}")
@@ -345,10 +367,10 @@ def main():
         return rerun_rows(args, json.loads(previous.read_text()), chosen, results['meta'], device, out)
     print(f"== likelihood at a fixed budget: digits", flush=True)
     results['likelihood_digits'] = likelihood(load_data('digits'), args.budget or (15 if args.quick else 60), device,
-                                              0 if args.quick else 16, models)
+                                              0 if args.quick else 16, models, args.max_steps)
     if not args.quick:
         print(f"== likelihood at a fixed budget: MNIST", flush=True)
-        results['likelihood_mnist'] = likelihood(load_data('mnist', args.mnist_dir), args.budget or 180, device, 16, models)
+        results['likelihood_mnist'] = likelihood(load_data('mnist', args.mnist_dir), args.budget or 180, device, 16, models, args.max_steps)
     print("== the price of flowification", flush=True)
     results['flowify_price'] = flowify_price(device, 3 if args.quick else 10)
     print("== orthogonal factors as d grows", flush=True)
@@ -367,7 +389,7 @@ def rerun_rows(args, results, chosen, meta, device, out):
         if key not in results: continue
         print(f"== re-measuring {', '.join(chosen)}: {key}", flush=True)
         res = results[key]
-        fresh = {r['model']: r for r in likelihood(load(), res['budget_s_per_model'], device, eval_k, chosen)['rows']}
+        fresh = {r['model']: r for r in likelihood(load(), res['budget_s_per_model'], device, eval_k, chosen, res.get('max_steps_per_model'))['rows']}
         res['rows'] = [fresh.get(r['model'], r) for r in res['rows']]
     reruns = results['meta'].setdefault('reruns', [])
     reruns.append({'models': chosen, 'date': meta['date'], 'commit': meta['commit']})

@@ -57,12 +57,20 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
     given = ' given the label' if result['conditional'] else ''
     line = f"test {result['unit']}{given}: {test['bits_per_dim']:.4f} ({kind}; {result['data_note'] or data})"
     if f'iw_{k}' in test: line += f"; IW bound K={k}: {test[f'iw_{k}']['bits_per_dim']:.4f}"
-    print(line)
+    print(line); print(_per_image(test, result['unit']))
     chosen = (f"epoch {selected['epoch']} of {result['epochs_done']} done, by the lowest validation {result['unit']} ({selected['valid_bits_per_dim']:.4f})"
               if selected['valid_bits_per_dim'] is not None else selected['why'])
     print(f"selected: {chosen}; stopped: {result['stopped_because']}")
     if 'classification' in test: _print_classification(test['classification'], result['unit'])
     print(f"wrote {Path(out) / 'best.pt'} (selected), checkpoint.pt (latest, for --resume), samples.png, curves.png and metrics.json")
+
+def _per_image(r: dict, unit: str = 'bits/dim') -> str:
+    "The median and worst image of an evaluation, and a warning when a few images pull the mean far above the median"
+    line = f"per image: median {r['median_bits_per_dim']:.4f}, worst {r['max_bits_per_dim']:.4g} {unit}"
+    if r['bits_per_dim'] > r['median_bits_per_dim'] + 0.5:
+        line += (f"; the mean is {r['bits_per_dim'] - r['median_bits_per_dim']:.2f} above the median: a few images are scored very badly "
+                 "(a heavy tail the validation split may not have contained)")
+    return line
 
 def _print_classification(c: dict, unit: str = 'bits/dim', split: str = 'test'):
     print(f"classification by Bayes' rule p(y|x) ∝ p(x|y) p(y): {c['accuracy']:.1%} of {c['n']:,} {split} samples correct; "
@@ -105,7 +113,7 @@ def eval_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, nar
     for kk in ([None] + ([k] if k > 1 and not flow.exact else [])):
         r = evaluate(flow, x, batch_size, k=kk, device=device, labels=labels if conditional else None)
         print(f"{cfg['model']} on {cfg['data']} ({r['n']:,} {split} samples; {_which(path, state)}): "
-              f"{r['bits_per_dim']:.4f} bits/dim{' given the label' if conditional else ''} ({r['kind']})")
+              f"{r['bits_per_dim']:.4f} bits/dim{' given the label' if conditional else ''} ({r['kind']}); {_per_image(r)}")
     if conditional:
         prior = torch.bincount(data.train_labels.long(), minlength=flow.context_features).double()
         _print_classification(classify(flow, x, labels, prior, batch_size, device=device, seed=cfg.get('seed', 0) + 30_000), 'bits/dim', split)

@@ -11,8 +11,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .core import Flow, Transform
-from .distributions import StandardNormal
+from .core import Flow, Transform, Compose, context_features_of
+from .distributions import StandardNormal, ConditionalDiagonalNormal
 from .bijections import ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Squeeze, Logit, RQSpline, Permutation
 from .flowify import flowify, Flatten, FlowLinear, FlowConv2d
 from .surjections import MaxPool2d, Slice, UniformDequantization, VariationalDequantization
@@ -21,11 +21,12 @@ from .drf import LCMASplit, LowDimPrior
 
 # %% auto #0
 __all__ = ['RECIPE_FIELDS', 'MODELS', 'FLOWIFICATION_RECIPE', 'FLOWIFICATION_ARCHITECTURES', 'PAPER_SHAPES', 'ModelSpec',
-           'register_model', 'create_model', 'continuous_part_exact', 'latent_shape', 'num_parameters', 'gaussian',
-           'realnvp', 'flowify_mlp', 'flowify_mlp_coupling', 'flowify_conv1', 'flowify_conv1_coupling', 'flowify_conv2',
-           'flowify_conv2_coupling', 'paper_spline', 'paper_network', 'flowification_model', 'flowification_mlp',
-           'flowification_conv1', 'flowification_conv2', 'flowification_conv1_nsf', 'flowification_conv2_nsf', 'funnel',
-           'maxpool', 'slice_', 'multiscale', 'lcma', 'drf_prior']
+           'register_model', 'conditioning_of', 'create_model', 'continuous_part_exact', 'latent_shape',
+           'num_parameters', 'gaussian', 'realnvp', 'flowify_mlp', 'flowify_mlp_coupling', 'flowify_conv1',
+           'flowify_conv1_coupling', 'flowify_conv2', 'flowify_conv2_coupling', 'paper_spline', 'paper_network',
+           'flowification_model', 'flowification_mlp', 'flowification_conv1', 'flowification_conv2',
+           'flowification_conv1_nsf', 'flowification_conv2_nsf', 'funnel', 'maxpool', 'slice_', 'multiscale', 'lcma',
+           'drf_prior']
 
 # %% ../nbs/12_models.ipynb #075b6cc5
 RECIPE_FIELDS = {'optimizer': str, 'lr': float, 'weight_decay': float, 'batch_size': int, 'epochs': int, 'grad_clip': float}
@@ -49,7 +50,7 @@ class ModelSpec:
 
     @property
     def takes_context(self) -> bool:
-        "Whether the builder conditions its own layers: it names a `context_features` parameter"
+        "Whether the builder conditions its own conditioners on a context: it names a `context_features` parameter (every flownb model does)"
         import inspect
         return 'context_features' in inspect.signature(self.build).parameters
 
@@ -75,25 +76,44 @@ def register_model(name: str, description: str, data: str = 'any', recipe: dict 
         return build
     return deco
 
+def _conditioner_layers(module: nn.Module):
+    "The layers of `module` (Compose flattened) that own a learned conditioner network (an `mlp` or `conv_net`: Linear/Conv2d layers in an nn.Sequential)"
+    for t in (module if isinstance(module, Compose) else [module]):
+        if isinstance(t, Compose): yield from _conditioner_layers(t); continue
+        if any(isinstance(m, nn.Sequential) and any(isinstance(l, (nn.Linear, nn.Conv2d)) for l in m) for m in t.modules()): yield t
+
+def conditioning_of(flow: Flow) -> dict:
+    """Where a class-conditional flow's context goes: whether its base reads it, and which of its layers with a learned
+    conditioner read it (`reads`) or cannot (`ignores`); `summary` says it in words"""
+    base = isinstance(flow.base, nn.Module) and context_features_of(flow.base) > 0
+    layers = list(_conditioner_layers(flow.transform))
+    reads = [type(t).__name__ for t in layers if context_features_of(t)]
+    ignores = [type(t).__name__ for t in layers if not context_features_of(t)]
+    where = ['the base'] if base else []
+    if layers: where.append(f"{'all ' if not ignores else ''}{len(reads)}{'' if not ignores else f' of {len(layers)}'} conditioners" if reads else 'none of its conditioners')
+    summary = ' and '.join(where) or 'nothing'
+    if not layers: summary += ' (it has no conditioners)'
+    if ignores: summary += f" (the label does not reach {', '.join(sorted(set(ignores)))})"
+    return {'base': base, 'reads': reads, 'ignores': ignores, 'summary': summary}
+
 def _condition(name: str, spec: ModelSpec, flow: Flow, context_features: int) -> Flow:
-    "Make `flow` class-conditional: its builder conditioned its own layers, or flownb swaps its standard normal base for a conditional one"
-    from flownb.distributions import ConditionalDiagonalNormal
-    if flow.context_features == context_features:
-        flow.conditioning = 'every learned layer and the base' if spec.takes_context else 'its own layers'
-        return flow
-    if flow.context_features or type(flow.base) is not StandardNormal:
+    """Make `flow` class-conditional: its builder conditioned its own conditioners (every flownb builder names `context_features`);
+    a standard normal base becomes a class-conditional Gaussian, so the label also moves the latent's mean and scale"""
+    if flow.context_features not in (0, context_features):
+        raise ValueError(f"model {name!r}: its builder was asked for context_features={context_features} but built layers reading {flow.context_features}")
+    if type(flow.base) is StandardNormal: flow.base = ConditionalDiagonalNormal(flow.base.shape, context_features)
+    if flow.context_features != context_features:
         raise ValueError(f"model {name!r} cannot be made conditional on a context of {context_features} features: its builder takes no "
                          f"context_features and its base is a {type(flow.base).__name__}, not the StandardNormal flownb can replace "
                          "by a class-conditional Gaussian; register a builder that accepts context_features")
-    flow.base = ConditionalDiagonalNormal(flow.base.shape, context_features)
-    flow.conditioning = 'the base only'
+    flow.conditioning = conditioning_of(flow)['summary']
     return flow
 
 def create_model(name: str, shape: Sequence[int], bins: int | None = None, dequantization: str = 'uniform',
                  context_features: int = 0, **options) -> Flow:
     """Build the registered model `name` for data of event `shape` with `bins` levels (None: continuous data), dequantized 'uniform'ly or 'variational'ly;
     with `context_features` K > 0, conditional on a `(batch, K)` context (e.g. a one-hot label): a builder that names `context_features` gets it and
-    conditions its layers, any other model gets a class-conditional Gaussian base in place of its standard normal one"""
+    passes it to every layer with a conditioner, and a standard normal base becomes a class-conditional Gaussian (`conditioning_of` says where the label goes)"""
     if name not in MODELS: raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)} (see `flownb models`)")
     spec, shape = MODELS[name], tuple(shape)
     if spec.data == 'image' and len(shape) != 3:
@@ -131,17 +151,17 @@ def _front(shape, bins) -> list[Transform]:
     "Dequantize and logit for discrete data; nothing for continuous data"
     return [] if bins is None else [UniformDequantization(bins, shape), Logit(0.05)]
 
-def _image_blocks(channels: int, n: int, hidden: int) -> list[Transform]:
-    "n Glow steps on images: ActNorm, affine coupling (alternating halves), 1×1 convolution"
+def _image_blocks(channels: int, n: int, hidden: int, context: int = 0) -> list[Transform]:
+    "n Glow steps on images: ActNorm, affine coupling (alternating halves; its conditioner reads a `context`-wide context), 1×1 convolution"
     layers = []
-    for i in range(n): layers += [ActNorm(channels), AffineCoupling(channels, hidden, conv=True, swap=i % 2 == 1), Conv1x1(channels)]
+    for i in range(n): layers += [ActNorm(channels), AffineCoupling(channels, hidden, conv=True, swap=i % 2 == 1, context_features=context), Conv1x1(channels)]
     return layers
 
-def _vector_blocks(features: int, n: int, hidden: int) -> list[Transform]:
-    "n steps on vectors: ActNorm, affine coupling (alternating halves), a learned linear mixing (LU)"
+def _vector_blocks(features: int, n: int, hidden: int, context: int = 0) -> list[Transform]:
+    "n steps on vectors: ActNorm, affine coupling (alternating halves; its conditioner reads a `context`-wide context), a learned linear mixing (LU)"
     if features < 2: return [ActNorm(features), RQSpline(features, bound=4.0)] * (n > 0)
     layers = []
-    for i in range(n): layers += [ActNorm(features), AffineCoupling(features, hidden, swap=i % 2 == 1), Conv1x1(features)]
+    for i in range(n): layers += [ActNorm(features), AffineCoupling(features, hidden, swap=i % 2 == 1, context_features=context), Conv1x1(features)]
     return layers
 
 def _halving_widths(features: int, latent: int) -> list[int]:
@@ -157,21 +177,22 @@ def _squeeze_if_even(shape) -> tuple[list[Transform], tuple[int, int, int]]:
 
 # %% ../nbs/12_models.ipynb #5044f7c0
 @register_model('gaussian', 'learned diagonal Gaussian on the (logit) data, initialised at the data moments: the floor every model must beat')
-def gaussian(shape, bins, **_):
-    d = math.prod(shape)   # ActNorm then N(0, I) is a diagonal Gaussian whose data-dependent init is the moment fit
+def gaussian(shape, bins, context_features: int = 0, **_):
+    d = math.prod(shape)   # ActNorm then N(0, I) is a diagonal Gaussian whose data-dependent init is the moment fit; no conditioner, so a
+                           # class-conditional gaussian conditions its base only
     return Flow(StandardNormal(d), _front(shape, bins) + ([Flatten(shape)] if len(shape) > 1 else []) + [ActNorm(d)])
 
 @register_model('realnvp', 'RealNVP/Glow-style baseline: affine couplings, 1x1 convolutions, squeezes; latent = data size')
-def realnvp(shape, bins, hidden: int = 64, blocks: int = 4, **_):
-    layers, d = _front(shape, bins), math.prod(shape)
+def realnvp(shape, bins, hidden: int = 64, blocks: int = 4, context_features: int = 0, **_):
+    layers, d, k = _front(shape, bins), math.prod(shape), context_features
     if len(shape) == 3:
         squeeze, s = _squeeze_if_even(shape)
-        layers += squeeze + _image_blocks(s[0], blocks, hidden)
+        layers += squeeze + _image_blocks(s[0], blocks, hidden, k)
         if s[1] % 2 == 0 and s[2] % 2 == 0:
             squeeze, s = _squeeze_if_even(s)
-            layers += squeeze + _image_blocks(s[0], blocks, hidden)
+            layers += squeeze + _image_blocks(s[0], blocks, hidden, k)
         layers.append(Flatten(s))
-    layers += _vector_blocks(d, 2 if len(shape) == 3 else blocks, hidden)
+    layers += _vector_blocks(d, 2 if len(shape) == 3 else blocks, hidden, k)
     return Flow(StandardNormal(d), layers)
 
 # %% ../nbs/12_models.ipynb #268204cf
@@ -185,58 +206,82 @@ def _mlp_module(features: int, latent: int, slope: float = 0.1, between: Callabl
             if between is not None: layers += between(w)
     return nn.Sequential(*layers)
 
-def _flowified(shape, bins, module: nn.Sequential, latent: int, hidden: int) -> Flow:
+def _deferred(make: Callable[[int], Transform], context_features: int) -> Transform:
+    """`make(0)`, a block for a torch network that `flowify` will convert, remembering `make(context_features)` for `_with_context`.
+    flowify's shape probe runs the flownb blocks of a network without a context, so a block that reads one cannot be in it yet"""
+    block = make(0)
+    if context_features: block._with_context = lambda: make(context_features)
+    return block
+
+def _with_context(body: Compose) -> list[Transform]:
+    "The layers of a flowified network, each block built by `_deferred` replaced by its context-reading twin (fresh, as the block was)"
+    return [t._with_context() if hasattr(t, '_with_context') else t for t in body]
+
+def _reduces(layer: nn.Module) -> bool:
+    "Whether a torch Linear or Conv2d drops dimensions, so that its flowified form has a conditional density (a conditioner) for them"
+    if isinstance(layer, nn.Linear): return layer.in_features > layer.out_features
+    return layer.in_channels * math.prod(layer.kernel_size) > layer.out_channels
+
+def _flowified(shape, bins, module: nn.Sequential, latent: int, hidden: int, context_features: int = 0) -> Flow:
     for layer in module:   # the plain layers only, not the conditioners inside flownb blocks
         if isinstance(layer, (nn.Linear, nn.Conv2d)): nn.init.orthogonal_(layer.weight)   # every singular value 1
-    body = flowify(module, input_shape=shape, linear_options={'hidden_features': hidden}, conv_options={'hidden_channels': hidden // 2})
-    return Flow(StandardNormal(latent), _front(shape, bins) + list(body) + [RQSpline(latent, bound=4.0)])
+    context = lambda layer: {'context_features': context_features} if context_features and _reduces(layer) else {}
+    body = flowify(module, input_shape=shape, linear_options=lambda linear: {'hidden_features': hidden, **context(linear)},
+                   conv_options=lambda conv: {'hidden_channels': hidden // 2, **context(conv)})
+    return Flow(StandardNormal(latent), _front(shape, bins) + _with_context(body) + [RQSpline(latent, bound=4.0)])
 
 @register_model('flowify-mlp', 'flownb adaptation of the paper MLP for any size: halving widths to an 8-D latent, LeakyReLU (not the paper spline), logit front, 64-wide conditioners, a final spline')
-def flowify_mlp(shape, bins, latent: int = 8, hidden: int = 64, **_):
+def flowify_mlp(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, **_):
     d, latent = math.prod(shape), min(latent, math.prod(shape))
     module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent))
-    return _flowified(shape, bins, module, latent, hidden)
+    return _flowified(shape, bins, module, latent, hidden, context_features)
 
-def _spline_block(width: int, hidden: int, conv: bool = False) -> list[Transform]:
-    "The block the paper's `-coupling` variants put after each activation: a rational-quadratic spline coupling"
-    return [SplineCoupling(width, hidden // 2 if conv else hidden, conv=conv, bound=4.0)] if width >= 2 else []
+def _spline_block(width: int, hidden: int, conv: bool = False, context: int = 0) -> list[Transform]:
+    "The block the paper's `-coupling` variants put after each activation: a rational-quadratic spline coupling (reading a `context`-wide context)"
+    if width < 2: return []
+    return [_deferred(lambda k: SplineCoupling(width, hidden // 2 if conv else hidden, conv=conv, bound=4.0, context_features=k), context)]
 
 @register_model('flowify-mlp-coupling', 'flownb adaptation: flowify-mlp with a spline coupling after each activation (the paper puts its -nsf stacks elsewhere)')
-def flowify_mlp_coupling(shape, bins, latent: int = 8, hidden: int = 64, **_):
+def flowify_mlp_coupling(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, **_):
     d, latent = math.prod(shape), min(latent, math.prod(shape))
-    module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent, between=lambda w: _spline_block(w, hidden)))
-    return _flowified(shape, bins, module, latent, hidden)
+    between = lambda w: _spline_block(w, hidden, context=context_features)
+    module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent, between=between))
+    return _flowified(shape, bins, module, latent, hidden, context_features)
 
-def _conv1(shape, bins, latent: int, hidden: int, coupling: bool) -> Flow:
+def _conv1(shape, bins, latent: int, hidden: int, coupling: bool, context: int = 0) -> Flow:
     c, h, w = shape
     convs = [nn.Conv2d(c, 4 * c, 3, stride=2, padding=1), nn.LeakyReLU(0.1)]
     h, w, c = (h + 1) // 2, (w + 1) // 2, 4 * c
-    if coupling: convs += _spline_block(c, hidden, conv=True)
-    between = (lambda width: _spline_block(width, hidden)) if coupling else None
-    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, between=between)), latent, hidden)
+    if coupling: convs += _spline_block(c, hidden, conv=True, context=context)
+    between = (lambda width: _spline_block(width, hidden, context=context)) if coupling else None
+    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, between=between)), latent, hidden, context)
 
-def _conv2(shape, bins, latent: int, hidden: int, coupling: bool) -> Flow:
+def _conv2(shape, bins, latent: int, hidden: int, coupling: bool, context: int = 0) -> Flow:
     c, h, w = shape
     convs = []
     for _ in range(2):
         if h % 2 or w % 2: break
         convs += [nn.Conv2d(c, 4 * c, 2, stride=2), nn.LeakyReLU(0.1)]; c, h, w = 4 * c, h // 2, w // 2
-        if coupling: convs += _spline_block(c, hidden, conv=True)
+        if coupling: convs += _spline_block(c, hidden, conv=True, context=context)
     if not convs: raise ValueError(f"flowify-conv2 needs an even image height and width, got {shape[1]}×{shape[2]}")
-    between = (lambda width: _spline_block(width, hidden)) if coupling else None
-    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, between=between)), latent, hidden)
+    between = (lambda width: _spline_block(width, hidden, context=context)) if coupling else None
+    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, between=between)), latent, hidden, context)
 
 @register_model('flowify-conv1', 'flownb adaptation: one overlapping 3x3 stride-2 convolution (padding 1), then flowify-mlp; a bound', data='image')
-def flowify_conv1(shape, bins, latent: int = 8, hidden: int = 64, **_): return _conv1(shape, bins, latent, hidden, coupling=False)
+def flowify_conv1(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, **_):
+    return _conv1(shape, bins, latent, hidden, coupling=False, context=context_features)
 
 @register_model('flowify-conv1-coupling', 'flownb adaptation: flowify-conv1 with a spline coupling after each activation; a bound', data='image')
-def flowify_conv1_coupling(shape, bins, latent: int = 8, hidden: int = 64, **_): return _conv1(shape, bins, latent, hidden, coupling=True)
+def flowify_conv1_coupling(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, **_):
+    return _conv1(shape, bins, latent, hidden, coupling=True, context=context_features)
 
 @register_model('flowify-conv2', 'flownb adaptation: two non-overlapping 2x2 stride-2 convolutions, then flowify-mlp; exact', data='image')
-def flowify_conv2(shape, bins, latent: int = 8, hidden: int = 64, **_): return _conv2(shape, bins, latent, hidden, coupling=False)
+def flowify_conv2(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, **_):
+    return _conv2(shape, bins, latent, hidden, coupling=False, context=context_features)
 
 @register_model('flowify-conv2-coupling', 'flownb adaptation: flowify-conv2 with a spline coupling after each activation; exact', data='image')
-def flowify_conv2_coupling(shape, bins, latent: int = 8, hidden: int = 64, **_): return _conv2(shape, bins, latent, hidden, coupling=True)
+def flowify_conv2_coupling(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, **_):
+    return _conv2(shape, bins, latent, hidden, coupling=True, context=context_features)
 
 
 # %% ../nbs/12_models.ipynb #a322a0a2
@@ -282,27 +327,29 @@ def paper_spline() -> RQSpline:
         spline.raw_derivatives.uniform_().sub_(_SPLINE_DERIVATIVE_OFFSET)   # same slopes as nflows' softplus(U[0, 1))
     return spline
 
-def _paper_nsf(features: int, couplings: int, conv: bool) -> list[Transform]:
+def _paper_nsf(features: int, couplings: int, conv: bool, context_features: int = 0) -> list[Transform]:
     "The official RQ_NSF (RQ_NSF_Conv): spline couplings with 5 bins on [-3, 3], first half passed through, features reversed between couplings"
     layers = []
     for i in range(couplings):
         if i: layers.append(Permutation(features, 'reverse'))
-        layers.append(SplineCoupling(features, hidden_features=32 if conv else 256, num_layers=3, conv=conv, bins=5, bound=3.0))
+        layers.append(_deferred(lambda k: SplineCoupling(features, hidden_features=32 if conv else 256, num_layers=3, conv=conv, bins=5,
+                                                         bound=3.0, context_features=k), context_features))
     return layers
 
 def _stride_padding(size: int, kernel: int, stride: int) -> int:
     "Rows the official code adds at the bottom (columns on the right) so that the stride divides the image exactly"
     return (stride - (size - kernel) % stride) % stride
 
-def paper_network(spec: list, shape: Sequence[int]) -> nn.Sequential:
-    "The plain torch network of an architecture spec (zero-padding where the official code pads, orthogonal weights, zero biases)"
+def paper_network(spec: list, shape: Sequence[int], context_features: int = 0) -> nn.Sequential:
+    """The plain torch network of an architecture spec (zero-padding where the official code pads, orthogonal weights, zero biases);
+    with `context_features`, its spline couplings get context-reading twins that `_with_context` swaps in after `flowify`"""
     c, h, w = shape
     layers, features = [], None
     for item in spec:
         kind, *args = (item,) if isinstance(item, str) else item
         if kind == 'S': layers.append(paper_spline())
         elif kind == 'flatten': layers.append(nn.Flatten()); features = c * h * w
-        elif kind == 'nsf': layers += _paper_nsf(features or c, args[0], conv=features is None)
+        elif kind == 'nsf': layers += _paper_nsf(features or c, args[0], conv=features is None, context_features=context_features)
         elif kind == 'conv':
             out, k, s = args
             ph, pw = _stride_padding(h, k, s), _stride_padding(w, k, s)
@@ -326,96 +373,103 @@ def _paper_conv_options(conv: nn.Conv2d) -> dict:
     "The official conditioner of a reducing convolution is 2·C_in + C_out channels wide"
     return {'hidden_channels': 2 * conv.in_channels + conv.out_channels}
 
-def flowification_model(architecture: str, shape: Sequence[int], bins: int | None) -> Flow:
-    "The Flowification paper's `architecture` ('mlp', 'conv1', 'conv2', 'conv1-nsf', 'conv2-nsf') for MNIST (1, 28, 28) or CIFAR-10 (3, 32, 32)"
+def flowification_model(architecture: str, shape: Sequence[int], bins: int | None, context_features: int = 0) -> Flow:
+    """The Flowification paper's `architecture` ('mlp', 'conv1', 'conv2', 'conv1-nsf', 'conv2-nsf') for MNIST (1, 28, 28) or CIFAR-10 (3, 32, 32);
+    with `context_features` K, every conditioner also reads a `(batch, K)` context (a flownb extension: the paper's models are unconditional)"""
     data = _PAPER_DATA.get(tuple(shape))
     if data is None:
         raise ValueError(f"the Flowification paper defines flowification-{architecture} for MNIST (1, 28, 28) and CIFAR-10 (3, 32, 32) only, "
                          f"got data of shape {tuple(shape)}; the flowify-* models adapt the same ideas to any image size")
     if bins is None: raise ValueError(f"flowification-{architecture} models 8-bit images (bins=256); got continuous data")
-    body = flowify(paper_network(FLOWIFICATION_ARCHITECTURES[data, architecture], shape), input_shape=shape,
-                   linear_options=_paper_linear_options, conv_options=_paper_conv_options)
-    return Flow(StandardNormal(_PAPER_LATENT[data]), [UniformDequantization(bins, shape)] + list(body))
+    context = lambda layer: {'context_features': context_features} if context_features and _reduces(layer) else {}
+    body = flowify(paper_network(FLOWIFICATION_ARCHITECTURES[data, architecture], shape, context_features), input_shape=shape,
+                   linear_options=lambda linear: {**_paper_linear_options(linear), **context(linear)},
+                   conv_options=lambda conv: {**_paper_conv_options(conv), **context(conv)})
+    return Flow(StandardNormal(_PAPER_LATENT[data]), [UniformDequantization(bins, shape)] + _with_context(body))
 
 
 # %% ../nbs/12_models.ipynb #b1502de0
 @register_model('flowification-mlp', "Flowification paper's MLP as its code builds it: 784-512-256-128-64-32-8 (CIFAR-10: 3072-1024-512-512-256-128), its shared spline after every layer but the last; exact", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
-def flowification_mlp(shape, bins): return flowification_model('mlp', shape, bins)
+def flowification_mlp(shape, bins, context_features: int = 0): return flowification_model('mlp', shape, bins, context_features)
 
 @register_model('flowification-conv1', "Flowification paper's conv1: five overlapping convolutions (16-24-32-48-64 on MNIST), then 13 linear layers, its spline after each; a bound", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
-def flowification_conv1(shape, bins): return flowification_model('conv1', shape, bins)
+def flowification_conv1(shape, bins, context_features: int = 0): return flowification_model('conv1', shape, bins, context_features)
 
 @register_model('flowification-conv2', "Flowification paper's conv2: five non-overlapping 2x2/2 convolutions (4-16-32-48-64), then 13 linear layers; a bound on MNIST (one padding), exact on CIFAR-10", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
-def flowification_conv2(shape, bins): return flowification_model('conv2', shape, bins)
+def flowification_conv2(shape, bins, context_features: int = 0): return flowification_model('conv2', shape, bins, context_features)
 
 @register_model('flowification-conv1-nsf', "Flowification paper's conv1_nsf: conv1's convolutions, then spline-coupling stacks between two linear layers; a bound", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
-def flowification_conv1_nsf(shape, bins): return flowification_model('conv1-nsf', shape, bins)
+def flowification_conv1_nsf(shape, bins, context_features: int = 0): return flowification_model('conv1-nsf', shape, bins, context_features)
 
 @register_model('flowification-conv2-nsf', "Flowification paper's conv2_nsf: 2x2/2 convolutions (4-16-24-32-64) with spline-coupling stacks after each, then between linear layers; a bound on MNIST", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
-def flowification_conv2_nsf(shape, bins): return flowification_model('conv2-nsf', shape, bins)
+def flowification_conv2_nsf(shape, bins, context_features: int = 0): return flowification_model('conv2-nsf', shape, bins, context_features)
 
 # %% ../nbs/12_models.ipynb #e8f61ce6
 @register_model('funnel', 'Funnels: a 3x3 convolutional funnel, couplings, then an MLP funnel (spline) to a quarter of the dimensions')
-def funnel(shape, bins, hidden: int = 64, blocks: int = 2, reduction: int = 4, **_):
-    layers = _front(shape, bins)
+def funnel(shape, bins, hidden: int = 64, blocks: int = 2, reduction: int = 4, context_features: int = 0, **_):
+    layers, k = _front(shape, bins), context_features
     if len(shape) == 3:
         c, h, w = shape
-        layers.append(ConvFunnel(c, c, 3, hidden_channels=hidden // 2)); h, w = h - 2, w - 2
+        layers.append(ConvFunnel(c, c, 3, hidden_channels=hidden // 2, context_features=k)); h, w = h - 2, w - 2
         if h % 2 == 0 and w % 2 == 0:
-            layers += [Squeeze(2)] + _image_blocks(4 * c, blocks, hidden); c, h, w = 4 * c, h // 2, w // 2
+            layers += [Squeeze(2)] + _image_blocks(4 * c, blocks, hidden, k); c, h, w = 4 * c, h // 2, w // 2
         layers.append(Flatten((c, h, w))); d = c * h * w
     else: d = shape[0]
     latent = max(1, d // reduction)
-    layers += _vector_blocks(d, blocks, hidden) + [MLPFunnel(d, latent, hidden, transform='spline', bound=4.0)]
-    layers += _vector_blocks(latent, blocks, hidden)
+    layers += _vector_blocks(d, blocks, hidden, k) + [MLPFunnel(d, latent, hidden, context_features=k, transform='spline', bound=4.0)]
+    layers += _vector_blocks(latent, blocks, hidden, k)
     return Flow(StandardNormal(latent), layers)
 
-def _multiscale(shape, bins, reducer: str, hidden: int, blocks: int) -> Flow:
+def _multiscale(shape, bins, reducer: str, hidden: int, blocks: int, k: int = 0) -> Flow:
     layers = _front(shape, bins)
     squeeze, (c, h, w) = _squeeze_if_even(shape)
-    layers += squeeze + _image_blocks(c, blocks, hidden)
+    layers += squeeze + _image_blocks(c, blocks, hidden, k)
     if h % 2 or w % 2: raise ValueError(f"model {reducer!r} halves the image twice, so height and width must be divisible by 4; got {shape[1]}×{shape[2]}")
-    if reducer == 'maxpool': layers.append(MaxPool2d(c, 2, hidden_channels=hidden // 2))
-    else: layers += [Squeeze(2), Slice(4 * c, c, hidden, conv=True)]
+    if reducer == 'maxpool': layers.append(MaxPool2d(c, 2, hidden_channels=hidden // 2, context_features=k))
+    else: layers += [Squeeze(2), Slice(4 * c, c, hidden, context_features=k, conv=True)]
     h, w = h // 2, w // 2
-    layers += _image_blocks(c, blocks, hidden) + [Flatten((c, h, w))] + _vector_blocks(c * h * w, blocks, hidden)
+    layers += _image_blocks(c, blocks, hidden, k) + [Flatten((c, h, w))] + _vector_blocks(c * h * w, blocks, hidden, k)
     return Flow(StandardNormal(c * h * w), layers)
 
 @register_model('maxpool', 'SurVAE: squeeze, couplings, 2x2 max pooling (4x fewer dimensions), couplings', data='image')
-def maxpool(shape, bins, hidden: int = 64, blocks: int = 2, **_): return _multiscale(shape, bins, 'maxpool', hidden, blocks)
+def maxpool(shape, bins, hidden: int = 64, blocks: int = 2, context_features: int = 0, **_):
+    return _multiscale(shape, bins, 'maxpool', hidden, blocks, context_features)
 
 @register_model('slice', 'RealNVP multi-scale: squeeze, couplings, squeeze and slice off 3/4 of the channels, couplings', data='image')
-def slice_(shape, bins, hidden: int = 64, blocks: int = 2, **_): return _multiscale(shape, bins, 'slice', hidden, blocks)
+def slice_(shape, bins, hidden: int = 64, blocks: int = 2, context_features: int = 0, **_):
+    return _multiscale(shape, bins, 'slice', hidden, blocks, context_features)
 
 # %% ../nbs/12_models.ipynb #de834817
-def _factor_out(shape, bins, hidden: int, blocks: int, lcma: bool) -> Flow:
+def _factor_out(shape, bins, hidden: int, blocks: int, lcma: bool, k: int = 0) -> Flow:
     layers = _front(shape, bins)
     if len(shape) == 1:
         d = shape[0]
         if d < 2: raise ValueError(f"a multi-scale model needs at least 2 features to factor out half; got {d}")
         keep = d - d // 2
-        split = LCMASplit(d, keep, hidden) if lcma else Slice(d, keep, hidden)
-        layers += _vector_blocks(d, blocks, hidden) + [split] + _vector_blocks(keep, blocks, hidden)
+        split = LCMASplit(d, keep, hidden, context_features=k) if lcma else Slice(d, keep, hidden, context_features=k)
+        layers += _vector_blocks(d, blocks, hidden, k) + [split] + _vector_blocks(keep, blocks, hidden, k)
         return Flow(StandardNormal(keep), layers)
     s = tuple(shape)
     for scale in range(2):
         if scale and (s[1] % 2 or s[2] % 2): break
         squeeze, s = _squeeze_if_even(s)
-        layers += squeeze + _image_blocks(s[0], blocks, hidden)
+        layers += squeeze + _image_blocks(s[0], blocks, hidden, k)
         keep = s[0] // 2
-        layers.append(LCMASplit(s, keep, hidden // 2) if lcma else Slice(s[0], keep, hidden // 2, conv=True))
+        layers.append(LCMASplit(s, keep, hidden // 2, context_features=k) if lcma else Slice(s[0], keep, hidden // 2, context_features=k, conv=True))
         s = (keep, s[1], s[2])
-    layers += _image_blocks(s[0], blocks, hidden) + [Flatten(s)]
+    layers += _image_blocks(s[0], blocks, hidden, k) + [Flatten(s)]
     return Flow(StandardNormal(math.prod(s)), layers)
 
 @register_model('multiscale', 'RealNVP/Glow multi-scale: at two scales squeeze, Glow steps, factor out half the channels (static split)')
-def multiscale(shape, bins, hidden: int = 64, blocks: int = 2, **_): return _factor_out(shape, bins, hidden, blocks, lcma=False)
+def multiscale(shape, bins, hidden: int = 64, blocks: int = 2, context_features: int = 0, **_):
+    return _factor_out(shape, bins, hidden, blocks, lcma=False, k=context_features)
 
 @register_model('lcma', 'DRF: the multiscale model with the factored-out half chosen by likelihood contribution, fitted once before training')
-def lcma(shape, bins, hidden: int = 64, blocks: int = 2, **_): return _factor_out(shape, bins, hidden, blocks, lcma=True)
+def lcma(shape, bins, hidden: int = 64, blocks: int = 2, context_features: int = 0, **_):
+    return _factor_out(shape, bins, hidden, blocks, lcma=True, k=context_features)
 
 @register_model('drf-prior', 'DRF: the realnvp model on a learned prior from a noise space of 1/8 the data size; a bound')
-def drf_prior(shape, bins, hidden: int = 64, blocks: int = 4, noise_fraction: int = 8, **_):
-    flow = realnvp(shape, bins, hidden, blocks)
-    d = math.prod(shape)
-    return Flow(LowDimPrior(d, max(1, d // noise_fraction), hidden), list(flow.transform))
+def drf_prior(shape, bins, hidden: int = 64, blocks: int = 4, noise_fraction: int = 8, context_features: int = 0, **_):
+    flow = realnvp(shape, bins, hidden, blocks, context_features)
+    d = math.prod(shape)   # the prior's decoder and encoder read the context too: the base is conditional by itself
+    return Flow(LowDimPrior(d, max(1, d // noise_fraction), hidden, context_features=context_features), list(flow.transform))

@@ -140,21 +140,25 @@ def _forked(device):
 def evaluate(flow: Flow, x: Tensor, batch_size: int = 500, k: int | None = None, device=None,
              labels: Tensor | None = None,  # class labels of `x`, for a class-conditional flow
             ) -> dict:
-    "Mean bits/dim of `flow` on `x` in batches (given `labels` for a class-conditional flow), and which kind of number it is ('exact', 'ELBO' or 'IW-K')"
+    """Mean bits/dim of `flow` on `x` in batches (given `labels` for a class-conditional flow), which kind of number it is ('exact', 'ELBO' or
+    'IW-K'), and the median and worst image's bits/dim: a mean far above the median says a few images are scored very badly"""
     if len(x) == 0: raise ValueError("evaluate: got an empty split")
     device = device or next(flow.parameters()).device
     classes = flow.context_features
     if classes and labels is None: raise ValueError(f"evaluate: the flow is conditional on a context of {classes} features; give the labels")
     if labels is not None and not classes: labels = None   # an unconditional flow ignores them
     dims = math.prod(x.shape[1:])
-    total = 0.0
+    total, per_image = 0.0, []
     for start in range(0, len(x), batch_size):
         part = x[start:start + batch_size].to(device)
         context = None if labels is None else _one_hot(labels[start:start + batch_size], classes, device)
-        total += flow.log_prob(part, context, k=k, k_chunk=min(k or 1, 16)).double().sum().item()
+        log_p = flow.log_prob(part, context, k=k, k_chunk=min(k or 1, 16)).double()
+        total += log_p.sum().item(); per_image.append(log_p.cpu())
     mean_log_prob = total / len(x)
     kind = 'exact' if flow.exact else (f'IW-{k}' if k and k > 1 else 'ELBO')
-    result = {'bits_per_dim': -mean_log_prob / (dims * math.log(2)), 'log_prob': mean_log_prob, 'kind': kind, 'n': len(x)}
+    bpd = -torch.cat(per_image) / (dims * math.log(2))
+    result = {'bits_per_dim': -mean_log_prob / (dims * math.log(2)), 'log_prob': mean_log_prob, 'kind': kind, 'n': len(x),
+              'median_bits_per_dim': bpd.median().item(), 'max_bits_per_dim': bpd.max().item()}
     if labels is not None: result['given'] = 'the label'
     return result
 
@@ -455,7 +459,8 @@ def write_samples(samples: Tensor, labels: Tensor | None, shape, bins: int | Non
     "Save samples as a picture: a PNG grid of images (one row per class when `labels` are the per-class draw), or a 2-D scatter"
     path = Path(path)
     if len(shape) == 3 and bins:
-        nrow = nrow or (int((labels == labels[0]).sum()) if labels is not None else math.ceil(math.sqrt(len(samples))))
+        per_class = labels is not None and len(labels.unique()) > 1   # the per-class draw: one row per class; one class (--class): square
+        nrow = nrow or (int((labels == labels[0]).sum()) if per_class else math.ceil(math.sqrt(len(samples))))
         with _writing(path): save_image_grid(samples, bins, path, nrow=nrow, scale=scale)
     elif samples.dim() == 2 and samples.shape[1] == 2:
         fig = Figure(figsize=(3.5, 3.5)); ax = fig.subplots()
@@ -727,7 +732,7 @@ def train(config: TrainConfig,                 # what to train
 
         if distributed:   # DDP keeps replicas equal; check it rather than trust it (one number per process)
             checksum = [None] * world
-            dist.all_gather_object(checksum, float(sum(p.double().sum() for p in flow.parameters())))
+            dist.all_gather_object(checksum, float(sum(p.detach().double().sum() for p in flow.parameters())))
             if max(checksum) - min(checksum) > 1e-6 * max(1.0, abs(checksum[0])):
                 raise RuntimeError(f"distributed training left the processes with different weights (parameter sums {checksum})")
         result = {}
