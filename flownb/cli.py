@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"flownb {cmd}: interrupted; the last completed epoch's checkpoint is kept; continue with --resume", file=sys.stderr)
         return 130
+    finally:   # under torchrun: leave the process group before the process exits (gloo can abort a process that exits with it open)
+        if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
     return 0
 
 def cli():

@@ -172,7 +172,7 @@ def test_budget_stops_cleanly_and_resumes_exactly(tmp_path, digits, stop):
     state = load_checkpoint(run / 'checkpoint.pt')
     assert state['step'] == part['steps'] and state['epoch'] == part['steps'] // 21 and state['batch'] == part['steps'] % 21
     if stop == 'max_steps': assert part['steps'] == 30 and (state['epoch'], state['batch']) == (1, 9)
-    else: assert 0.4 <= part['seconds'] < 0.4 + 0.5   # it stops at the first step past the budget; one step is far under 0.5 s
+    else: assert part['seconds'] >= 0.4   # it stops at the first step past the budget; no upper bound, which would time a loaded machine
     assert part['test']['n'] == 300 and (run / 'metrics.json').exists() and (run / 'best.pt').exists()   # the final evaluation ran
     resumed = train(TrainConfig(**cfg), run, resume=True, progress=False, data=digits)
     assert resumed['steps'] == 63 and resumed['stopped'] == 'epochs'
