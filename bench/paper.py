@@ -35,7 +35,8 @@ def commit() -> str:
     except OSError: return 'unknown'
 
 
-def run(arch: str, data, cpu_seconds: float | None, epochs: int | None, device: str, seed: int, out: Path) -> dict:
+def run(arch: str, data, cpu_seconds: float | None, epochs: int | None, device: str, seed: int, out: Path,
+        save: Path | None = None) -> dict:
     name = f'flowification-{arch}'
     torch.manual_seed(seed)
     flow = create_model(name, data.shape, data.bins).to(device)
@@ -79,6 +80,9 @@ def run(arch: str, data, cpu_seconds: float | None, epochs: int | None, device: 
               'recipe': recipe, 'threads': torch.get_num_threads(), 'device': device if device == 'cpu' else torch.cuda.get_device_name(),
               'flownb_commit': commit(), 'torch': torch.__version__, 'machine': platform.machine(), 'train_curve_every_50': curve[::50]}
     (out / f'{arch}.json').write_text(json.dumps(result, indent=1))
+    if save is not None:   # the trained weights, to draw more samples later (e.g. at a lower temperature) without retraining
+        save.mkdir(parents=True, exist_ok=True)
+        torch.save({'model': name, 'shape': data.shape, 'bins': data.bins, 'state_dict': flow.state_dict(), 'result': result}, save / f'{arch}.pt')
     print(f"{name}: {result['test_bpd']:.3f} test bits/dim ({result['kind']}) after {step} steps, {cpu:.0f} CPU-s, "
           f"{result['seconds_per_step']:.3f} s/step; wrote {out / (arch + '.json')}", flush=True)
     return result
@@ -94,12 +98,13 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', default=str(Path(__file__).parent / 'results' / 'paper'))
+    p.add_argument('--save', default=None, help="a folder to save each trained model's weights in (<model>.pt; not committed)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_data('mnist', args.data_dir)
     for arch in args.models.split(','):
         run(arch.strip(), data, None if args.full else args.cpu_seconds, FLOWIFICATION_RECIPE['epochs'] if args.full else None,
-            args.device, args.seed, Path(args.out))
+            args.device, args.seed, Path(args.out), None if args.save is None else Path(args.save))
 
 
 if __name__ == '__main__': main()

@@ -15,7 +15,7 @@ from .bijections import LeakyReLU, RQSpline, ActNorm, AffineCoupling, SplineCoup
 from .flowify import PReLU, Flatten, FlowLinear, FlowConv2d, FlowPad2d, FlowBatchNorm, Tanh, Sigmoid, ELU
 from .surjections import (Slice, Augment, Abs, Log, Sort, SortedToReal, StochasticPermutation, MaxPool2d, VAE,
                                 UniformDequantization, VariationalDequantization)
-from .funnels import MLPFunnel, ConvFunnel
+from .funnels import MLPFunnel, LinearFunnel, ConvFunnel, StridedConvFunnel
 from .drf import LowDimPrior, LCMASplit, fit_lcma
 from .data import DensityData, load_data, split_validation
 from .models import MODELS, register_model, create_model
@@ -39,6 +39,6 @@ __all__ = ['train', 'flowify', 'Transform', 'Bijection', 'Surjection', 'Compose'
            'LeakyReLU', 'RQSpline', 'ActNorm', 'AffineCoupling', 'SplineCoupling', 'Conv1x1', 'Permutation', 'Squeeze', 'Reshape', 'Logit',
            'PReLU', 'Flatten', 'FlowLinear', 'FlowConv2d', 'FlowPad2d', 'FlowBatchNorm', 'Tanh', 'Sigmoid', 'ELU',
            'Slice', 'Augment', 'Abs', 'Log', 'Sort', 'SortedToReal', 'StochasticPermutation', 'MaxPool2d', 'VAE',
-           'UniformDequantization', 'VariationalDequantization', 'MLPFunnel', 'ConvFunnel', 'LowDimPrior', 'LCMASplit', 'fit_lcma',
+           'UniformDequantization', 'VariationalDequantization', 'MLPFunnel', 'LinearFunnel', 'ConvFunnel', 'StridedConvFunnel', 'LowDimPrior', 'LCMASplit', 'fit_lcma',
            'DensityData', 'load_data', 'split_validation', 'MODELS', 'register_model', 'create_model',
            'TrainConfig', 'evaluate', 'classify', 'load_checkpoint', 'model_from_checkpoint', 'draw_samples']

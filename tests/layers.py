@@ -125,6 +125,9 @@ SURJECTIONS = {
     'MLPFunnel-spline': (lambda: FU.MLPFunnel(4, 3, hidden_features=8, transform='spline'), vec(4), True, 'right'),
     'ConvFunnel': (lambda: FU.ConvFunnel(3, 2, 3, hidden_channels=4), img(3, 5, 4), True, 'right'),
     'ConvFunnel-k1': (lambda: FU.ConvFunnel(3, 1, 1, hidden_channels=4), img(3, 2, 2), True, 'right'),
+    'StridedConvFunnel': (lambda: FU.StridedConvFunnel(2, 2, hidden_features=8, num_layers=2), img(2, 4, 6), True, 'right'),
+    'LinearFunnel': (lambda: FU.LinearFunnel(5, 2, hidden_features=8, num_layers=2), vec(5), True, 'right'),
+    'StridedConvFunnel-rect': (lambda: FU.StridedConvFunnel(3, (1, 3), hidden_features=8, num_layers=1), img(3, 2, 6), True, 'right'),
     'LCMASplit': (lambda: DRF.LCMASplit(5, 2, hidden_features=8).fit(torch.randn(5)), vec(5), True, 'right'),
     'LCMASplit-conv': (lambda: DRF.LCMASplit((4, 3, 2), 1, hidden_features=4).fit(torch.randn(4, 3, 2)), img(4, 3, 2), True, 'right'),
     'LCMASplit-static': (lambda: DRF.LCMASplit(3, 2, hidden_features=8), vec(3), True, 'right'),
@@ -189,6 +192,8 @@ NORMALIZE = {
     'MLPFunnel': (1, lambda: [FU.MLPFunnel(2, 1, hidden_features=8)], -9, 9, 1.0),
     'MLPFunnel-spline': (1, lambda: [FU.MLPFunnel(2, 1, hidden_features=8, transform='spline')], -9, 9, 1.0),
     'ConvFunnel': (1, lambda: [_to_image(2, 1, 1), FU.ConvFunnel(2, 1, 1, hidden_channels=4), _to_vector(1, 1, 1)], -9, 9, 1.0),
+    'LinearFunnel': (1, lambda: [FU.LinearFunnel(2, 1, hidden_features=8)], -9, 9, 1.0),
+    'StridedConvFunnel': (1, lambda: [_to_image(1, 1, 2), FU.StridedConvFunnel(1, (1, 2), hidden_features=8), _to_vector(1, 1, 1)], -9, 9, 1.0),
     'LCMASplit': (1, lambda: [DRF.LCMASplit(2, 1, hidden_features=8).fit(torch.tensor([0.3, -0.2]))], -9, 9, 1.0),
     # bounded layers: their importance-weighted density estimate is unbiased, so it integrates to one too
     'Augment': (2, lambda: [S.Augment(1, 2, hidden_features=8)], -8, 8, 1.0),
@@ -217,7 +222,7 @@ NOT_NORMALIZED = {'Squeeze': 'a rearrangement', 'Reshape': 'a rearrangement', 'F
                   'FlowConv2d-gaps': 'a gap needs 3 pixels, so a 3-D density: integrated on a 3-D grid in tests/test_flowify_faults.py',
                   'FlowConv2d-gaps-square': 'same maths as FlowConv2d-gaps, integrated in tests/test_flowify_faults.py',
                   'FlowConv2d-gaps-overlap': 'overlap needs 3 rows and a gap 3 columns, a 9-D density; its parts are checked in tests/test_flowify_faults.py',
-                  'ConvFunnel-k1': 'same layer as ConvFunnel', 'LCMASplit-conv': 'same layer as LCMASplit', 'LCMASplit-static': 'same layer as LCMASplit'}
+                  'ConvFunnel-k1': 'same layer as ConvFunnel', 'StridedConvFunnel-rect': 'same layer as StridedConvFunnel', 'LCMASplit-conv': 'same layer as LCMASplit', 'LCMASplit-static': 'same layer as LCMASplit'}
 ONE_D_DATA = {'Log', 'Abs', 'Augment', 'FlowLinear-increase', 'FlowConv2d-bound', 'FlowPad2d'}
 NOT_NORMALIZED.update({'FlowBatchNorm-image': 'same layer as FlowBatchNorm',   # issue 20
                        'FlowConv2d-avgpool-bound': 'same maths as FlowConv2d-bound (integrated); at its start the fixed average mixes one '
@@ -230,7 +235,7 @@ def normalization_flow(name, seed=0):
     torch.manual_seed(seed)
     layers = layers()
     for layer in layers:
-        if isinstance(layer, (S.Slice, S.Abs, S.Sort, S.MaxPool2d, S.Augment, S.VAE, FL.FlowLinear, FL.FlowConv2d, FL.FlowPad2d, FU.MLPFunnel, FU.ConvFunnel, DRF.LCMASplit)):
+        if isinstance(layer, (S.Slice, S.Abs, S.Sort, S.MaxPool2d, S.Augment, S.VAE, FL.FlowLinear, FL.FlowConv2d, FL.FlowPad2d, FU.MLPFunnel, FU.ConvFunnel, FU.StridedConvFunnel, FU.LinearFunnel, DRF.LCMASplit)):
             with torch.no_grad():
                 for p in layer.parameters(): p.add_(torch.randn_like(p) * 0.2)
     flow = Flow(StandardNormal(size), layers).double()

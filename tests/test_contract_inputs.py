@@ -117,6 +117,8 @@ CONDITIONAL = {
     'FlowConv2d-reduce': (lambda: FL.FlowConv2d(2, 3, 2, stride=2, hidden_channels=4, context_features=K), img(2, 4, 4)),
     'MLPFunnel': (lambda: FU.MLPFunnel(5, 2, hidden_features=8, context_features=K), vec(5)),
     'ConvFunnel': (lambda: FU.ConvFunnel(3, 2, 3, hidden_channels=4, context_features=K), img(3, 5, 4)),
+    'StridedConvFunnel': (lambda: FU.StridedConvFunnel(2, 2, hidden_features=8, context_features=K), img(2, 4, 4)),
+    'LinearFunnel': (lambda: FU.LinearFunnel(5, 2, hidden_features=8, context_features=K), vec(5)),
     'LCMASplit': (lambda: DRF.LCMASplit(5, 2, hidden_features=8, context_features=K), vec(5)),
 }
 
@@ -245,6 +247,12 @@ CONSTRUCTORS = [
     ('MLPFunnel(4.0, 2)', lambda: FU.MLPFunnel(4.0, 2), 'MLPFunnel: in_features must be a positive integer, got 4.0'),
     ('ConvFunnel(2, 1, True)', lambda: FU.ConvFunnel(2, 1, True), 'ConvFunnel: kernel_size must be a positive integer, got True'),
     ('ConvFunnel(2, 1, 3, hidden=0)', lambda: FU.ConvFunnel(2, 1, 3, hidden_channels=0), 'ConvFunnel: hidden_channels must be a positive integer'),
+    ('StridedConvFunnel(2, 1)', lambda: FU.StridedConvFunnel(2, 1), 'StridedConvFunnel: kernel_size must be a positive integer or a pair'),
+    ('StridedConvFunnel(2, (2, 0))', lambda: FU.StridedConvFunnel(2, (2, 0)), 'StridedConvFunnel: kernel_size must be a positive integer or a pair'),
+    ('StridedConvFunnel(0)', lambda: FU.StridedConvFunnel(0), 'StridedConvFunnel: channels must be a positive integer, got 0'),
+    ('StridedConvFunnel(2, num_layers=0)', lambda: FU.StridedConvFunnel(2, num_layers=0), 'StridedConvFunnel: num_layers must be a positive integer, got 0'),
+    ('LinearFunnel(4, 4)', lambda: FU.LinearFunnel(4, 4), 'LinearFunnel: a funnel reduces dimension'),
+    ('LinearFunnel(4.5, 2)', lambda: FU.LinearFunnel(4.5, 2), 'LinearFunnel: in_features must be a positive integer, got 4.5'),
     ('LowDimPrior(4, 0)', lambda: DRF.LowDimPrior(4, 0), 'LowDimPrior: noise_features must be a positive integer, got 0'),
     ('LowDimPrior(context=-1)', lambda: DRF.LowDimPrior(4, 2, context_features=-1), 'LowDimPrior: context_features must be an integer >= 0'),
     ('LCMASplit(4, True)', lambda: DRF.LCMASplit(4, True), 'LCMASplit: keep must be in 1..3'),
