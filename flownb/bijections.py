@@ -90,7 +90,7 @@ def rational_quadratic_spline(x: Tensor,               # inputs, any shape
     inside = (x >= -bound) & (x <= bound)
     xc = x.clamp(-bound, bound)
     knots = yk if inverse else xk
-    idx = (torch.searchsorted(knots.expand(*xc.shape, knots.shape[-1]).contiguous(), xc.unsqueeze(-1)) - 1)
+    idx = (torch.searchsorted(knots.expand(*xc.shape, knots.shape[-1]).contiguous(), xc.unsqueeze(-1).contiguous()) - 1)
     idx = idx.clamp(0, widths.shape[-1] - 1)
     take = lambda t: torch.gather(t.expand(*xc.shape, t.shape[-1]), -1, idx).squeeze(-1)
     x0, y0, w, h, d0, d1 = take(xk[..., :-1]), take(yk[..., :-1]), take(widths), take(heights), take(d[..., :-1]), take(d[..., 1:])

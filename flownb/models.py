@@ -15,18 +15,19 @@ from .core import Flow, Transform, Compose, context_features_of
 from .distributions import StandardNormal, ConditionalDiagonalNormal
 from .bijections import ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Squeeze, Logit, RQSpline, Permutation
 from .flowify import flowify, Flatten, FlowLinear, FlowConv2d
+from .flowify_conv import FlowPad2d
 from .surjections import MaxPool2d, Slice, UniformDequantization, VariationalDequantization
-from .funnels import ConvFunnel, MLPFunnel
+from .funnels import ConvFunnel, MLPFunnel, StridedConvFunnel
 from .drf import LCMASplit, LowDimPrior
 
 # %% auto #0
-__all__ = ['RECIPE_FIELDS', 'MODELS', 'FLOWIFICATION_RECIPE', 'FLOWIFICATION_ARCHITECTURES', 'PAPER_SHAPES', 'ModelSpec',
-           'register_model', 'conditioning_of', 'create_model', 'continuous_part_exact', 'latent_shape',
-           'num_parameters', 'gaussian', 'realnvp', 'flowify_mlp', 'flowify_mlp_coupling', 'flowify_conv1',
-           'flowify_conv1_coupling', 'flowify_conv2', 'flowify_conv2_coupling', 'paper_spline', 'paper_network',
-           'flowification_model', 'flowification_mlp', 'flowification_conv1', 'flowification_conv2',
-           'flowification_conv1_nsf', 'flowification_conv2_nsf', 'funnel', 'maxpool', 'slice_', 'multiscale', 'lcma',
-           'drf_prior']
+__all__ = ['RECIPE_FIELDS', 'MODELS', 'FLOWIFICATION_RECIPE', 'FLOWIFICATION_ARCHITECTURES', 'PAPER_SHAPES',
+           'FUNNELS_IMAGE_RECIPE', 'ModelSpec', 'register_model', 'conditioning_of', 'create_model',
+           'continuous_part_exact', 'latent_shape', 'num_parameters', 'gaussian', 'realnvp', 'flowify_mlp',
+           'flowify_mlp_coupling', 'flowify_conv1', 'flowify_conv1_coupling', 'flowify_conv2', 'flowify_conv2_coupling',
+           'paper_spline', 'paper_network', 'flowification_model', 'flowification_mlp', 'flowification_conv1',
+           'flowification_conv2', 'flowification_conv1_nsf', 'flowification_conv2_nsf', 'funnel', 'maxpool', 'slice_',
+           'funnels_conv', 'funnels_glow', 'multiscale', 'lcma', 'drf_prior']
 
 # %% ../nbs/12_models.ipynb #075b6cc5
 RECIPE_FIELDS = {'optimizer': str, 'lr': float, 'weight_decay': float, 'batch_size': int, 'epochs': int, 'grad_clip': float}
@@ -438,6 +439,38 @@ def maxpool(shape, bins, hidden: int = 64, blocks: int = 2, context_features: in
 @register_model('slice', 'RealNVP multi-scale: squeeze, couplings, squeeze and slice off 3/4 of the channels, couplings', data='image')
 def slice_(shape, bins, hidden: int = 64, blocks: int = 2, context_features: int = 0, **_):
     return _multiscale(shape, bins, 'slice', hidden, blocks, context_features)
+
+# %% ../nbs/12_models.ipynb #4ce4be29
+FUNNELS_IMAGE_RECIPE = {'optimizer': 'adam', 'lr': 5e-4, 'weight_decay': 0.0, 'batch_size': 512, 'epochs': 1724, 'grad_clip': 0.0}
+"The Funnels paper's image recipe (funnels_repo `experiments/image_configs`): Adam at 5e-4, one cosine decay, batch 512, 200,000 steps"
+
+@register_model('funnels-conv', "Funnels paper's funnel_conv as its code builds it: pad to 32x32, 3 levels of squeeze + 7 spline-coupling Glow steps, a 2x2 strided funnel after the first two (MNIST: latent 64); exact apart from the padding",
+                data='image', recipe=FUNNELS_IMAGE_RECIPE)
+def funnels_conv(shape, bins, hidden: int = 64, steps: int = 7, levels: int | None = None, spline_bins: int = 2,
+                 context_features: int = 0, funnels: bool = True, **_):
+    c, h, w = shape
+    k = context_features
+    levels = levels or (3 if min(h, w) > 16 else 2 if min(h, w) > 4 else 1)
+    factor = 2 ** (2 * levels - 1 if funnels else levels)   # every level squeezes, all but the last also funnel
+    H, W = -(-h // factor) * factor, -(-w // factor) * factor
+    layers = [] if bins is None else [UniformDequantization(bins, shape)]
+    if (H, W) != (h, w):
+        layers.append(FlowPad2d(c, ((W - w) // 2, W - w - (W - w) // 2, (H - h) // 2, H - h - (H - h) // 2)))
+    h, w = H, W
+    for level in range(levels):
+        layers.append(Squeeze(2)); c, h, w = 4 * c, h // 2, w // 2
+        for _ in range(steps):
+            layers += [ActNorm(c), Conv1x1(c), SplineCoupling(c, hidden, context_features=k, conv=True, bins=spline_bins, bound=3.0)]
+        layers.append(Conv1x1(c))
+        if funnels and level < levels - 1:
+            layers += [ActNorm(c), StridedConvFunnel(c, 2, context_features=k)]; h, w = h // 2, w // 2
+    layers.append(Flatten((c, h, w)))
+    return Flow(StandardNormal(c * h * w), layers)
+
+@register_model('funnels-glow', "Funnels paper's glow baseline: funnels-conv without its two funnels (same padding, levels and steps; MNIST: latent 1024)",
+                data='image', recipe=FUNNELS_IMAGE_RECIPE)
+def funnels_glow(shape, bins, context_features: int = 0, **kwargs):
+    return funnels_conv(shape, bins, context_features=context_features, funnels=False, **kwargs)
 
 # %% ../nbs/12_models.ipynb #de834817
 def _factor_out(shape, bins, hidden: int, blocks: int, lcma: bool, k: int = 0) -> Flow:

@@ -1,0 +1,188 @@
+"""Reproduce a paper's experiment by name: the models it compares, trained the same way through `flownb.train` (a
+validation split selects the epoch kept, the test split is evaluated once, of the selected model), written as one
+result table, one figure and one JSON file.
+
+    python bench/reproduce.py --list
+    python bench/reproduce.py funnels-mnist                       # --scale cpu: minutes on a 2-core CPU
+    python bench/reproduce.py funnels-mnist --scale full --device cuda   # the paper's recipe, for a GPU
+    python bench/reproduce.py all --data-dir ../shared/data/mnist
+
+At `--scale cpu` every model of an experiment gets the same budget (`--time-budget` seconds of training, wall clock, by
+default 300, one thread each) and the same recipe (the first model's registry recipe at a CPU batch size, or flownb's
+defaults), so the comparison is the one the paper makes, at a budget far below the paper's; the numbers say which
+way it goes at this budget, not what the paper's models reach. With `--jobs 2` (default) two models train at once,
+one per core. At `--scale full` each model trains with its registry recipe (the paper's where the registry records
+one), for a GPU.
+
+MNIST is read from `--data-dir` (IDX files; ../shared/data/mnist when it is there); without it the MNIST experiments
+say so and stop, and `--data digits` runs them on the bundled 8×8 digits instead.
+
+Writes `bench/results/reproduce/<experiment>.{json,md,png}`; `--table` prints the README table of every result there.
+"""
+import argparse, json, multiprocessing, os, platform, subprocess, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / 'bench' / 'results' / 'reproduce'
+SHARED_MNIST = ROOT.parent / 'shared' / 'data' / 'mnist'
+
+# name -> what the paper compares. 'claim' is the paper's direction, checked against the numbers; 'published' holds a
+# number only where one was found in the paper for this exact setting (else the string 'not found').
+EXPERIMENTS = {
+    'funnels-mnist': {
+        'paper': 'Funnels (Klein et al. 2021)', 'data': 'mnist',
+        'models': ['funnels-conv', 'funnels-glow'],
+        'question': "does the paper's convolutional funnel (latent 64) match the same Glow network without funnels (latent 1024)?",
+        'claim': ('funnels-conv', '<=', 'funnels-glow', 0.05), 'published': 'not found (the paper reports MNIST only for anomaly detection)'},
+    'survae-maxpool': {
+        'paper': 'SurVAE Flows (Nielsen et al. 2020)', 'data': 'mnist',
+        'models': ['maxpool', 'slice'],
+        'question': 'does max pooling beat slicing as the dimension-reducing step of the same image flow?',
+        'claim': ('maxpool', '<', 'slice', 0.0), 'published': 'not found for this network (the paper reports CIFAR-10 and ImageNet)'},
+    'drf-lcma': {
+        'paper': 'Dimensionality Reduction Flows (Das, Abbeel, Spanos 2019)', 'data': 'mnist',
+        'models': ['lcma', 'multiscale'],
+        'question': 'does a factor-out chosen by likelihood contribution beat the static half of the same multi-scale flow?',
+        'claim': ('lcma', '<', 'multiscale', 0.0), 'published': 'not found'},
+}
+CPU_BATCH = 128
+
+
+def commit() -> str:
+    try: return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip() or 'unknown'
+    except OSError: return 'unknown'
+
+
+def settings(experiment: dict, scale: str, time_budget: float, epochs: int) -> dict:
+    "The training settings every model of the experiment shares at this scale (None: each model's own recipe)"
+    from flownb.models import MODELS
+    if scale == 'full': return {}
+    recipe = MODELS[experiment['models'][0]].recipe or {}
+    return {'optimizer': recipe.get('optimizer', 'adam'), 'lr': recipe.get('lr', 5e-4), 'weight_decay': recipe.get('weight_decay', 0.0),
+            'grad_clip': recipe.get('grad_clip', 0.0), 'batch_size': CPU_BATCH, 'epochs': epochs, 'time_budget': time_budget}
+
+
+def train_one(model: str, data: str, data_dir: str | None, shared: dict, device: str, seed: int, out: str, threads: int) -> dict:
+    import torch
+    torch.set_num_threads(threads)
+    from flownb.train import TrainConfig, train
+    config = TrainConfig(model=model, data=data, data_dir=data_dir, device=device, seed=seed, **shared)
+    started = time.perf_counter()
+    result = train(config, out=Path(out) / model, progress=False)
+    return {'model': model, 'test_bpd': result['test']['bits_per_dim'], 'kind': result['test']['kind'],
+            'continuous_part_exact': result['continuous_part_exact'], 'valid_bpd': result['selected']['valid_bits_per_dim'],
+            'selected_epoch': result['selected']['epoch'], 'epochs_done': result['epochs_done'], 'steps': result['steps'],
+            'stopped': result['stopped_because'], 'parameters': result['parameters'], 'latent': result['latent'],
+            'seconds': round(time.perf_counter() - started, 1), 'run': str(Path(out) / model)}
+
+
+def verdict(rows: dict, claim) -> str:
+    a, op, b, slack = claim
+    if a not in rows or b not in rows: return 'not run'
+    x, y = rows[a]['test_bpd'], rows[b]['test_bpd']
+    holds = x <= y + slack if op == '<=' else x < y - slack
+    return (f"{'holds' if holds else 'does not show'} at this budget: {a} {x:.3f} vs {b} {y:.3f} bits/dim "
+            f"({'paper: ' + a + (' matches or beats ' if op == '<=' else ' beats ') + b})")
+
+
+def figure(name: str, rows: dict, path: Path):
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.9))
+    for ax, (model, row) in zip(axs if len(rows) > 1 else [axs], rows.items()):
+        ax.imshow(plt.imread(Path(row['run']) / 'samples.png')); ax.axis('off')
+        ax.set_title(f"{model}: {row['test_bpd']:.3f} bits/dim\n({row['kind']}, latent {row['latent']})", fontsize=8)
+    fig.suptitle(f'{name}: samples of the selected models', fontsize=9)
+    plt.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
+def run(name: str, args) -> dict:
+    experiment = EXPERIMENTS[name]
+    data = args.data or experiment['data']
+    data_dir = args.data_dir
+    if data == 'mnist' and data_dir is None:
+        if SHARED_MNIST.exists(): data_dir = str(SHARED_MNIST)
+        else: raise SystemExit(f"{name}: MNIST needs --data-dir (IDX files); or run it on the bundled digits with --data digits")
+    shared = settings(experiment, args.scale, args.time_budget, args.epochs)
+    runs = Path(args.runs) / name
+    print(f"{name}: {', '.join(experiment['models'])} on {data} at scale {args.scale} ({shared or 'each model its recipe'})", flush=True)
+    jobs = [(m, data, data_dir, shared, args.device, args.seed, str(runs), 1 if args.scale == 'cpu' else args.threads) for m in experiment['models']]
+    if args.jobs > 1 and args.device == 'cpu':
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context('spawn')) as pool: results = list(pool.map(train_one, *zip(*jobs)))
+    else: results = [train_one(*j) for j in jobs]
+    rows = {r['model']: r for r in results}
+    import torch
+    record = {'experiment': name, 'paper': experiment['paper'], 'question': experiment['question'], 'data': data,
+              'scale': args.scale, 'settings': shared, 'rows': rows, 'verdict': verdict(rows, experiment['claim']),
+              'published': experiment['published'], 'device': args.device if args.device == 'cpu' else torch.cuda.get_device_name(),
+              'threads_per_model': 1 if args.scale == 'cpu' else args.threads, 'parallel_jobs': args.jobs,
+              'machine': f"{platform.machine()}, {os.cpu_count()} cores", 'torch': torch.__version__, 'flownb_commit': commit(),
+              'date': time.strftime('%Y-%m-%d')}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f'{name}.json').write_text(json.dumps(record, indent=1))
+    (out / f'{name}.md').write_text(markdown(record))
+    figure(name, rows, out / f'{name}.png')
+    print(markdown(record), flush=True)
+    return record
+
+
+def budget_text(r: dict) -> str:
+    s = r['settings']
+    if not s: return "each model's recipe"
+    return f"{s['time_budget']:g} s or {s['epochs']} epochs, batch {s['batch_size']}, {s['optimizer']} {s['lr']:g}, {r['device']}, 1 thread"
+
+
+def markdown(r: dict) -> str:
+    lines = [f"### {r['experiment']} ({r['paper']})", '', r['question'], '',
+             '| model | test bits/dim | kind | latent | parameters | steps | selected epoch (validation) | stopped |', '|---|---|---|---|---|---|---|---|']
+    for m, row in r['rows'].items():
+        kind = row['kind'] + ('' if row['continuous_part_exact'] else ', continuous part a bound')
+        lines.append(f"| {m} | {row['test_bpd']:.3f} | {kind} | {row['latent']} | {row['parameters']:,} | {row['steps']} | "
+                     f"{row['selected_epoch']} ({row['valid_bpd']:.3f}) | {row['stopped']} |")
+    lines += ['', f"Budget: {budget_text(r)}; {r['data']}; {r['date']}, commit {r['flownb_commit']}, {r['machine']}. "
+              f"Verdict: {r['verdict']}. Published number: {r['published']}.", '']
+    return '\n'.join(lines)
+
+
+def table(out: Path = OUT) -> str:
+    "One row per experiment, from the results written so far (the README's table)"
+    lines = ['| experiment | paper | data, budget | flownb (test bits/dim) | the comparison, at this budget | published |', '|---|---|---|---|---|---|']
+    for path in sorted(Path(out).glob('*.json')):
+        r = json.loads(path.read_text())
+        numbers = ', '.join(f"{m} {row['test_bpd']:.3f}" for m, row in r['rows'].items())
+        lines.append(f"| [{r['experiment']}](bench/results/reproduce/{r['experiment']}.md) | {r['paper']} | {r['data']}, {budget_text(r)} | "
+                     f"{numbers} | {r['verdict']} | {r['published']} |")
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('experiment', nargs='?', help=f"one of {', '.join(EXPERIMENTS)}, or 'all'")
+    p.add_argument('--list', action='store_true', help='list the experiments and stop')
+    p.add_argument('--table', action='store_true', help="print the README table of the results in bench/results/reproduce and stop")
+    p.add_argument('--scale', choices=['cpu', 'full'], default='cpu')
+    p.add_argument('--data', default=None, help="override the experiment's dataset (e.g. digits, when MNIST is not at hand)")
+    p.add_argument('--data-dir', default=None, help='MNIST IDX files (default: ../shared/data/mnist when present)')
+    p.add_argument('--time-budget', type=float, default=300.0, help='seconds of training per model at --scale cpu')
+    p.add_argument('--epochs', type=int, default=20, help='epochs of the cosine schedule at --scale cpu (the time budget usually ends it first)')
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--threads', type=int, default=1, help='torch threads per model at --scale full on the CPU')
+    p.add_argument('--jobs', type=int, default=2, help='models trained at once on the CPU (one thread each)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--runs', default='runs/reproduce', help='where the run folders (checkpoints, samples) go')
+    p.add_argument('--out', default=str(OUT), help='where the results go (<experiment>.json, .md, .png)')
+    args = p.parse_args(argv)
+    if args.list:
+        for name, e in EXPERIMENTS.items(): print(f"{name:16s} {e['paper']}: {', '.join(e['models'])} on {e['data']}. {e['question']}")
+        return
+    if args.table: print(table(args.out)); return
+    if args.experiment is None: p.error('name an experiment (see --list), or all')
+    if args.experiment != 'all' and args.experiment not in EXPERIMENTS:
+        p.error(f"unknown experiment {args.experiment!r}; expected one of {', '.join(EXPERIMENTS)} or all")
+    for name in (EXPERIMENTS if args.experiment == 'all' else [args.experiment]): run(name, args)
+
+
+if __name__ == '__main__': main()
