@@ -259,8 +259,9 @@ def test_terminal_bar_counts_steps(tmp_path, digits, monkeypatch):
         def isatty(self): return True
     screen = Terminal()
     monkeypatch.setattr(sys, 'stderr', screen)
-    train(TrainConfig(model='flowify-mlp', batch_size=16, epochs=1), tmp_path / 'run', progress=True, data=digits)   # 84 steps
-    counts = [int(n) for n in re.findall(r'(\d+)/84 \[', screen.getvalue())]
+    # batch 4: 337 steps, long enough on a quiet machine for tqdm (0.1 s between redraws) to draw the bar more than once
+    train(TrainConfig(model='flowify-mlp', batch_size=4, epochs=1), tmp_path / 'run', progress=True, data=digits)
+    counts = [int(n) for n in re.findall(r'(\d+)/337 \[', screen.getvalue())]
     assert counts.count(0) <= 1 and max(counts) > 0, counts
     assert counts == sorted(counts), counts
 
