@@ -28,30 +28,38 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / 'bench' / 'results' / 'reproduce'
 SHARED_MNIST = ROOT.parent / 'shared' / 'data' / 'mnist'
 
-# name -> what the paper compares. 'claim' is the paper's direction, checked against the numbers; 'published' holds a
-# number only where one was found in the paper for this exact setting (else the string 'not found').
+# name -> what the paper compares. 'thesis' is the paper's point as flownb reads its text (not a number from it), and
+# 'claim' that thesis as a test of the numbers ('<=' with a slack: "does as well", within that many bits/dim; '<': beats);
+# 'published' holds a number only where one was found in the paper for this exact setting (else the string 'not found').
 EXPERIMENTS = {
     'funnels-mnist': {
         'paper': 'Funnels (Klein et al. 2021)', 'data': 'mnist',
         'models': ['funnels-conv', 'funnels-glow'],
         'question': "does the paper's convolutional funnel (latent 64) match the same Glow network without funnels (latent 1024)?",
-        'claim': ('funnels-conv', '<=', 'funnels-glow', 0.05), 'published': 'not found'},
+        'claim': ('funnels-conv', '<=', 'funnels-glow', 0.05), 'thesis': 'funnels reduce the latent without costing likelihood',
+        'published': 'not found'},
     'survae-maxpool': {
         'paper': 'SurVAE Flows (Nielsen et al. 2020)', 'data': 'mnist',
         'models': ['maxpool', 'slice'],
-        'question': 'does max pooling beat slicing as the dimension-reducing step of the same image flow?',
-        'claim': ('maxpool', '<', 'slice', 0.0), 'published': 'not found'},
+        'question': 'does max pooling do as well as slicing as the dimension-reducing step of the same image flow?',
+        'claim': ('maxpool', '<=', 'slice', 0.05), 'thesis': 'max pooling can replace slicing in a multi-scale flow',
+        'published': 'not found'},
     'drf-lcma': {
         'paper': 'Dimensionality Reduction Flows (Das, Abbeel, Spanos 2019)', 'data': 'mnist',
         'models': ['lcma', 'multiscale'],
         'question': 'does a factor-out chosen by likelihood contribution beat the static half of the same multi-scale flow?',
-        'claim': ('lcma', '<', 'multiscale', 0.0), 'published': 'not found'},
+        'claim': ('lcma', '<', 'multiscale', 0.0), 'thesis': 'a factor-out chosen by likelihood contribution beats the static one',
+        'published': 'not found'},
 }
 CPU_BATCH = 128
 
 
 def commit() -> str:
-    try: return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip() or 'unknown'
+    "The commit the code came from, `+dirty` when flownb/ or bench/ had uncommitted changes"
+    try:
+        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip() or 'unknown'
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'flownb', 'bench'], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        return head + ('+dirty' if dirty else '')
     except OSError: return 'unknown'
 
 
@@ -78,13 +86,18 @@ def train_one(model: str, data: str, data_dir: str | None, shared: dict, device:
             'seconds': round(time.perf_counter() - started, 1), 'run': str(Path(out) / model)}
 
 
-def verdict(rows: dict, claim) -> str:
-    a, op, b, slack = claim
+def verdict(rows: dict, experiment: dict) -> str:
+    "Whether the paper's thesis shows in these numbers, said in both directions"
+    a, op, b, slack = experiment['claim']
     if a not in rows or b not in rows: return 'not run'
     x, y = rows[a]['test_bpd'], rows[b]['test_bpd']
     holds = x <= y + slack if op == '<=' else x < y - slack
+    test = f"{a} within {slack:g} bits/dim of {b} or better" if op == '<=' else f"{a} lower than {b}"
+    sa, sb = rows[a].get('steps'), rows[b].get('steps')
+    steps = (f"; equal time, not equal steps: {a} {sa}, {b} {sb} steps, so the slower model per step is handicapped"
+             if sa and sb and abs(sa - sb) > 0.1 * max(sa, sb) else '')
     return (f"{'holds' if holds else 'does not show'} at this budget: {a} {x:.3f} vs {b} {y:.3f} bits/dim "
-            f"({'paper: ' + a + (' matches or beats ' if op == '<=' else ' beats ') + b})")
+            f"(the paper's thesis, as flownb reads it: {experiment['thesis']}; tested as {test}{steps})")
 
 
 def figure(name: str, rows: dict, path: Path):
@@ -115,7 +128,7 @@ def run(name: str, args) -> dict:
     rows = {r['model']: r for r in results}
     import torch
     record = {'experiment': name, 'paper': experiment['paper'], 'question': experiment['question'], 'data': data,
-              'scale': args.scale, 'settings': shared, 'rows': rows, 'verdict': verdict(rows, experiment['claim']),
+              'scale': args.scale, 'settings': shared, 'rows': rows, 'verdict': verdict(rows, experiment),
               'published': experiment['published'], 'device': args.device if args.device == 'cpu' else torch.cuda.get_device_name(),
               'threads_per_model': 1 if args.scale == 'cpu' else args.threads, 'parallel_jobs': args.jobs,
               'machine': f"{platform.machine()}, {os.cpu_count()} cores", 'torch': torch.__version__, 'flownb_commit': commit(),
@@ -163,6 +176,7 @@ def main(argv=None):
     p.add_argument('experiment', nargs='?', help=f"one of {', '.join(EXPERIMENTS)}, or 'all'")
     p.add_argument('--list', action='store_true', help='list the experiments and stop')
     p.add_argument('--table', action='store_true', help="print the README table of the results in bench/results/reproduce and stop")
+    p.add_argument('--refresh', action='store_true', help="recompute the verdicts and rewrite the .md files from the .json results (after the claims' wording changed), and stop")
     p.add_argument('--scale', choices=['cpu', 'full'], default='cpu')
     p.add_argument('--data', default=None, help="override the experiment's dataset (e.g. digits, when MNIST is not at hand)")
     p.add_argument('--data-dir', default=None, help='MNIST IDX files (default: ../shared/data/mnist when present)')
@@ -179,6 +193,14 @@ def main(argv=None):
         for name, e in EXPERIMENTS.items(): print(f"{name:16s} {e['paper']}: {', '.join(e['models'])} on {e['data']}. {e['question']}")
         return
     if args.table: print(table(args.out)); return
+    if args.refresh:
+        for path in sorted(Path(args.out).glob('*.json')):
+            r = json.loads(path.read_text())
+            if r['experiment'] not in EXPERIMENTS: continue
+            r['verdict'] = verdict(r['rows'], EXPERIMENTS[r['experiment']])
+            r['question'] = EXPERIMENTS[r['experiment']]['question']
+            path.write_text(json.dumps(r, indent=1)); path.with_suffix('.md').write_text(markdown(r)); print(f"rewrote {path.with_suffix('.md')}")
+        return
     if args.experiment is None: p.error('name an experiment (see --list), or all')
     if args.experiment != 'all' and args.experiment not in EXPERIMENTS:
         p.error(f"unknown experiment {args.experiment!r}; expected one of {', '.join(EXPERIMENTS)} or all")

@@ -42,7 +42,7 @@ from torch import nn
 import flownb.models as M
 from flownb.core import Compose
 from flownb.data import load_data
-from flownb.surjections import UniformDequantization
+from flownb.dequantization import UniformDequantization
 from flownb.bijections import Logit
 from flownb.flowify_linear import FlowLinear
 from flownb.train import evaluate

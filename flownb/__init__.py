@@ -8,13 +8,14 @@ __all__ = []
 
 # %% ../nbs/index.ipynb #2da5f36c
 import sys, types
-from .core import Transform, Bijection, Surjection, Compose, Flow, bits_per_dim, validation
+from .core import Transform, Bijection, Surjection, Compose, Flow, bits_per_dim, validation, use_noise_mean, noise_mean
+from .nn import mlp, conv_net
 from .distributions import StandardNormal, DiagonalNormal, ConditionalNormal, ConditionalDiagonalNormal
 from .checks import check_inverse, check_logdet, check_normalized, check_iw_bound
 from .bijections import LeakyReLU, RQSpline, ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Permutation, Squeeze, Reshape, Logit
 from .flowify import PReLU, Flatten, FlowLinear, FlowConv2d, FlowPad2d, FlowBatchNorm, Tanh, Sigmoid, ELU
-from .surjections import (Slice, Augment, Abs, Log, Sort, SortedToReal, StochasticPermutation, MaxPool2d, VAE,
-                                UniformDequantization, VariationalDequantization)
+from .surjections import Slice, Augment, Abs, Log, Sort, SortedToReal, StochasticPermutation, MaxPool2d, VAE
+from .dequantization import UniformDequantization, VariationalDequantization
 from .funnels import MLPFunnel, LinearFunnel, ConvFunnel, StridedConvFunnel
 from .drf import LowDimPrior, LCMASplit, fit_lcma
 from .data import DensityData, load_data, split_validation

@@ -12,21 +12,12 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from fastcore.basics import store_attr
 
-from .core import Bijection, check_input, check_sizes, check_positive, _checks_active
-from .distributions import mlp, conv_net, soft_clamp, _with_context, _context_input
+from .core import Bijection, check_input, check_sizes, check_positive, checks_active, sum_per_sample, features_pattern
+from .nn import mlp, conv_net, soft_clamp, with_context, context_input
 
 # %% auto #0
-__all__ = ['LeakyReLU', 'rational_quadratic_spline', 'RQSpline', 'ActNorm', 'AffineCoupling', 'SplineCoupling', 'Conv1x1',
-           'Permutation', 'Squeeze', 'Reshape', 'Logit']
-
-# %% ../nbs/03_bijections.ipynb #e0019626
-def _sum_per_sample(t: Tensor) -> Tensor:
-    "Sum every dimension but the batch"
-    return t.reshape(t.shape[0], -1).sum(1)
-
-def _features_pattern(features: int):
-    "Accepted event shapes of a layer that acts on dim 1: vectors or images"
-    return [(features,), (features, 'height', 'width')]
+__all__ = ['LeakyReLU', 'rational_quadratic_spline', 'packed_spline', 'RQSpline', 'ActNorm', 'AffineCoupling', 'SplineCoupling',
+           'Conv1x1', 'Permutation', 'Squeeze', 'Reshape', 'Logit']
 
 # %% ../nbs/03_bijections.ipynb #63e44e47
 class LeakyReLU(Bijection):
@@ -55,7 +46,7 @@ class LeakyReLU(Bijection):
         check_input(f'LeakyReLU({self.negative_slope:g})', x)
         negative = x < 0
         z = torch.where(negative, x * self.negative_slope, x)
-        return z, _sum_per_sample(negative.to(x.dtype)) * math.log(self.negative_slope)
+        return z, sum_per_sample(negative.to(x.dtype)) * math.log(self.negative_slope)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input(f'LeakyReLU({self.negative_slope:g}).inverse', z)
@@ -117,7 +108,7 @@ def rational_quadratic_spline(x: Tensor,               # inputs, any shape
         logd = -torch.log(deriv)
     return torch.where(inside, y, x), torch.where(inside, logd, torch.zeros_like(logd))
 
-def _packed_spline(x: Tensor, raw: Tensor, bound: float, inverse: bool = False) -> tuple[Tensor, Tensor]:
+def packed_spline(x: Tensor, raw: Tensor, bound: float, inverse: bool = False) -> tuple[Tensor, Tensor]:
     "`rational_quadratic_spline` with the parameters a conditioner emits packed in `raw`'s last dimension: K widths, K heights, K-1 derivatives"
     k = (raw.shape[-1] + 1) // 3
     return rational_quadratic_spline(x, raw[..., :k], raw[..., k:2 * k], raw[..., 2 * k:], bound=bound, inverse=inverse)
@@ -160,11 +151,11 @@ class RQSpline(Bijection):
             check_input(self._name(), x)
             shape = (1,) * x.dim()
         else:
-            check_input(self._name(), x, *_features_pattern(self.features))
+            check_input(self._name(), x, *features_pattern(self.features))
             shape = (1, self.features) + (1,) * (x.dim() - 2)
         p = [t.reshape(*shape, t.shape[-1]) for t in (self.raw_widths, self.raw_heights, self.raw_derivatives)]
         y, logd = rational_quadratic_spline(x, *p, bound=self.bound, inverse=inverse)
-        return y, _sum_per_sample(logd)
+        return y, sum_per_sample(logd)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._spline(x, inverse=False)
@@ -209,14 +200,14 @@ class ActNorm(Bijection):
         self.log_scale.copy_(-std.log()); self.shift.copy_(-mean / std); self.initialized.fill_(True)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'ActNorm({self.features})', x, *_features_pattern(self.features))
+        check_input(f'ActNorm({self.features})', x, *features_pattern(self.features))
         if not torch.compiler.is_compiling() and not self.initialized: self._initialize(x)
         z = x * self.log_scale.exp().reshape(self._shape(x)) + self.shift.reshape(self._shape(x))
         spatial = x[0, 0].numel()
         return z, (self.log_scale.sum() * spatial).expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'ActNorm({self.features}).inverse', z, *_features_pattern(self.features))
+        check_input(f'ActNorm({self.features}).inverse', z, *features_pattern(self.features))
         return (z - self.shift.reshape(self._shape(z))) * (-self.log_scale).exp().reshape(self._shape(z))
 
 # %% ../nbs/03_bijections.ipynb #d6692962
@@ -246,7 +237,7 @@ class _Coupling(Bijection):
 
     def _conditioner(self, a, context):
         "The conditioner's output for the kept part (and the context)"
-        return self.net(_context_input(self._name(), a, context, self.context_features))
+        return self.net(context_input(self._name(), a, context, self.context_features))
 
     def _pattern(self): return [(self.features, 'height', 'width')] if self.conv else [(self.features,)]
 
@@ -286,7 +277,7 @@ class AffineCoupling(_Coupling):
         check_input(self._name(), x, *self._pattern())
         a, b = self._split(x)
         log_scale, shift = self._params(a, context)
-        return self._join(a, b * log_scale.exp() + shift), _sum_per_sample(log_scale)
+        return self._join(a, b * log_scale.exp() + shift), sum_per_sample(log_scale)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input(self._name() + '.inverse', z, *self._pattern())
@@ -332,8 +323,8 @@ class SplineCoupling(_Coupling):
         a, b = self._split(t)
         raw = self._conditioner(a, context)                          # (batch, changed·(3K-1)[, H, W])
         raw = raw.reshape(raw.shape[0], self.changed, 3 * self.bins - 1, *raw.shape[2:]).movedim(2, -1)
-        y, logd = _packed_spline(b, raw, self.bound, inverse)
-        return self._join(a, y), _sum_per_sample(logd)
+        y, logd = packed_spline(b, raw, self.bound, inverse)
+        return self._join(a, y), sum_per_sample(logd)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._spline(x, context, inverse=False)
@@ -383,12 +374,12 @@ class Conv1x1(Bijection):
         return x @ w.T if x.dim() == 2 else torch.einsum('ij,bj...->bi...', w, x)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'Conv1x1({self.channels})', x, *_features_pattern(self.channels))
+        check_input(f'Conv1x1({self.channels})', x, *features_pattern(self.channels))
         spatial = x[0, 0].numel()
         return self._apply_matrix(x, self.weight()), (self.log_diag.sum() * spatial).expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'Conv1x1({self.channels}).inverse', z, *_features_pattern(self.channels))
+        check_input(f'Conv1x1({self.channels}).inverse', z, *features_pattern(self.channels))
         return self._apply_matrix(z, torch.linalg.inv(self.weight()))
 
 # %% ../nbs/03_bijections.ipynb #95706bc0
@@ -420,11 +411,11 @@ class Permutation(Bijection):
         self.register_buffer('inverse_perm', torch.argsort(perm))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'Permutation({self.features})', x, *_features_pattern(self.features))
+        check_input(f'Permutation({self.features})', x, *features_pattern(self.features))
         return x[:, self.perm], x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'Permutation({self.features}).inverse', z, *_features_pattern(self.features))
+        check_input(f'Permutation({self.features}).inverse', z, *features_pattern(self.features))
         return z[:, self.inverse_perm]
 
 # %% ../nbs/03_bijections.ipynb #652c4202
@@ -510,14 +501,14 @@ class Logit(Bijection):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         name = f'Logit(alpha={self.alpha:g})'
         check_input(name, x)
-        if _checks_active(x):
+        if checks_active(x):
             lo, hi = x.min().item(), x.max().item()
             if (self.alpha == 0 and (lo <= 0 or hi >= 1)) or lo < 0 or hi > 1:
                 interval = '(0, 1)' if self.alpha == 0 else '[0, 1]'
                 raise ValueError(f"{name}: expected values in {interval}, got min {lo:.4g}, max {hi:.4g} (scale data to [0, 1] first)")
         y = self.alpha + (1 - 2 * self.alpha) * x
         z = torch.log(y) - torch.log1p(-y)
-        ldj = math.log(1 - 2 * self.alpha) * x[0].numel() - _sum_per_sample(torch.log(y) + torch.log1p(-y))
+        ldj = math.log(1 - 2 * self.alpha) * x[0].numel() - sum_per_sample(torch.log(y) + torch.log1p(-y))
         return z, ldj
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:

@@ -13,8 +13,9 @@ from torch import nn, Tensor
 import torch.distributions as D
 
 # %% auto #0
-__all__ = ['set_validation', 'validation', 'check_input', 'check_sizes', 'check_positive', 'context_features_of', 'check_context',
-           'Transform', 'Bijection', 'Surjection', 'Compose', 'Flow', 'bits_per_dim']
+__all__ = ['STOCHASTIC_DIRECTIONS', 'set_validation', 'validation', 'checks_active', 'check_input', 'check_sizes',
+           'check_positive', 'sum_per_sample', 'features_pattern', 'as_shape', 'context_features_of', 'check_context',
+           'Transform', 'Bijection', 'Surjection', 'use_noise_mean', 'noise_mean', 'Compose', 'Flow', 'bits_per_dim']
 
 # %% ../nbs/00_core.ipynb #0d7f766b
 _validation = {'enabled': True}
@@ -32,7 +33,7 @@ def validation(enabled: bool):
     finally: set_validation(previous)
 
 # %% ../nbs/00_core.ipynb #559a7002
-def _checks_active(x: Tensor) -> bool:
+def checks_active(x: Tensor) -> bool:
     "Data-dependent checks run outside `torch.compile` and `torch.func` transforms, when validation is on"
     if not _validation['enabled'] or torch.compiler.is_compiling(): return False
     return not torch._C._functorch.is_functorch_wrapped_tensor(x)
@@ -56,7 +57,7 @@ def check_input(name: str,                  # layer description used in the mess
             raise ValueError(f"{name}: expected input {expected}, got {tuple(x.shape)}")
     elif x.dim() < 1: raise ValueError(f"{name}: expected a batch of inputs (batch, ...), got a scalar")
     if x.shape[0] == 0: raise ValueError(f"{name}: got an empty batch {tuple(x.shape)}; expected at least one sample")
-    if finite and _checks_active(x) and not torch.isfinite(x).all():
+    if finite and checks_active(x) and not torch.isfinite(x).all():
         n_bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name}: input has {n_bad} non-finite value(s) (NaN or inf); expected finite values")
 
@@ -78,6 +79,22 @@ def check_positive(owner: str,   # who is checking, used in the message
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value!r}")
+
+# %% ../nbs/00_core.ipynb #fcdc3e13
+def sum_per_sample(t: Tensor) -> Tensor:
+    "Sum every dimension but the batch: elementwise log-derivatives `(batch, ...)` → one `ldj` per sample `(batch,)`"
+    return t.reshape(t.shape[0], -1).sum(1)
+
+def features_pattern(features: int) -> list[tuple]:
+    "The event shapes `check_input` accepts for a layer acting on dim 1: vectors `(features,)` or images `(features, height, width)`"
+    return [(features,), (features, 'height', 'width')]
+
+def as_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
+    "An event shape from an int or a sequence of positive ints (`2` → `(2,)`), with a clear error otherwise"
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ValueError(f"expected a positive size or shape like 2 or (1, 28, 28), got {shape!r}")
+    return shape
 
 # %% ../nbs/00_core.ipynb #df88bf6d
 def _layer_name(layer: nn.Module) -> str:
@@ -118,7 +135,7 @@ def check_context(name: str,                 # layer description used in the mes
         raise ValueError(f"{name}: expected a context of shape (batch, {context_features}), got {shape}")
     if batch is not None and shape[0] != batch:
         raise ValueError(f"{name}: the context has batch size {shape[0]} but the input has {batch}; give one context row per sample")
-    if _checks_active(context) and not torch.isfinite(context).all():
+    if checks_active(context) and not torch.isfinite(context).all():
         raise ValueError(f"{name}: the context has {int((~torch.isfinite(context)).sum())} non-finite value(s); expected finite values")
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -153,6 +170,8 @@ class Transform(nn.Module):
     _dtype_from_parts: bool = False  # True for containers (`Compose`): each part checks its own input's dtype, so the message names it
     exact: bool = True         # True when `ldj` is the exact log-likelihood contribution, False when it is a one-sample lower bound
     casts_input: bool = False  # True when `forward` converts its input to its own dtype (dequantization takes levels of any dtype)
+    noise_mean: bool = False   # True: the stochastic direction uses its noise's mean instead of a draw (`use_noise_mean`)
+    stochastic: str | None = None  # the direction that draws noise: None (neither), 'inverse', 'forward' or 'both'
 
     def __init_subclass__(cls, **kwargs):
         "Every subclass's `forward` and `inverse` run under the contract: dtype and context are checked in this one place"
@@ -178,14 +197,47 @@ class Transform(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} does not implement inverse")
 
 # %% ../nbs/00_core.ipynb #af875762
+STOCHASTIC_DIRECTIONS = (None, 'inverse', 'forward', 'both')
+
 class Bijection(Transform):
     "An invertible, deterministic transform: `ldj = log|det J|`, always exact"
     exact = True
+    stochastic = None
 
 class Surjection(Transform):
     """A dimension-changing or many-to-one transform. Inference surjections (deterministic forward, stochastic inverse)
-    are exact; generative surjections (stochastic forward) set `exact = False` because their `ldj` is a one-sample bound."""
-    exact = True
+    are exact; generative surjections (stochastic forward) are not, because their `ldj` is a one-sample bound.
+
+    There are no defaults: every subclass declares `exact` (is `ldj` the exact contribution?) and `stochastic` (which
+    direction draws noise: `'inverse'`, `'forward'`, `'both'` or None), as class attributes or properties. A new layer
+    that forgets either is refused when its class is defined, rather than silently claiming exactness."""
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__mro__[:cls.__mro__.index(Surjection)]
+        missing = [a for a in ('exact', 'stochastic') if not any(a in k.__dict__ for k in own)]
+        if missing:
+            raise TypeError(f"{cls.__name__}: a Surjection must declare {' and '.join(f'`{a}`' for a in missing)} (class attribute "
+                            "or property): exact=True when ldj is the exact log-likelihood contribution, False for a bound; "
+                            f"stochastic, the direction that samples, one of {STOCHASTIC_DIRECTIONS}")
+        declared = next(k.__dict__['stochastic'] for k in own if 'stochastic' in k.__dict__)
+        if not isinstance(declared, property) and declared not in STOCHASTIC_DIRECTIONS:
+            raise TypeError(f"{cls.__name__}: stochastic must be one of {STOCHASTIC_DIRECTIONS}, got {declared!r}")
+
+# %% ../nbs/00_core.ipynb #57581ce3
+def use_noise_mean(model: nn.Module, enabled: bool = True) -> nn.Module:
+    "Switch every layer of `model` to its noise's mean (`enabled=True`) or back to drawing it; returns `model`"
+    for m in model.modules():
+        if isinstance(m, Transform): m.noise_mean = enabled
+    return model
+
+@contextmanager
+def noise_mean(model: nn.Module, enabled: bool = True):
+    "`use_noise_mean` for the duration of a `with` block; every layer's previous setting comes back afterwards"
+    previous = [(m, m.noise_mean) for m in model.modules() if isinstance(m, Transform)]
+    use_noise_mean(model, enabled)
+    try: yield model
+    finally:
+        for m, value in previous: m.noise_mean = value
 
 # %% ../nbs/00_core.ipynb #69da8c41
 class Compose(Transform):
@@ -202,6 +254,12 @@ class Compose(Transform):
 
     @property
     def exact(self) -> bool: return all(t.exact for t in self.transforms)
+
+    @property
+    def stochastic(self) -> str | None:
+        "The directions its parts sample in: None when no part samples, 'inverse' or 'forward' when all that do agree, else 'both'"
+        kinds = {t.stochastic for t in self.transforms} - {None}
+        return None if not kinds else kinds.pop() if len(kinds) == 1 else 'both'
 
     @property
     def context_features(self) -> int:

@@ -13,25 +13,20 @@ import torch.distributions as D
 import torch.nn.functional as F
 from fastcore.basics import store_attr
 
-from .core import check_input, check_sizes, check_positive
+from .core import check_input, check_sizes, check_positive, as_shape
+from .nn import mlp, conv_net, soft_clamp, context_input
 
 # %% auto #0
-__all__ = ['StandardNormal', 'DiagonalNormal', 'mlp', 'conv_net', 'soft_clamp', 'ConditionalNormal', 'ConditionalDiagonalNormal']
+__all__ = ['StandardNormal', 'DiagonalNormal', 'ConditionalNormal', 'ConditionalDiagonalNormal']
 
 # %% ../nbs/01_distributions.ipynb #cdf0ff3f
-def _as_shape(shape) -> tuple[int, ...]:
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise ValueError(f"expected a positive size or shape like 2 or (1, 28, 28), got {shape!r}")
-    return shape
-
 class StandardNormal(nn.Module):
     "Standard normal base density $\\mathcal N(0, I)$ over latents of event shape `shape`"
     exact = True
     temperature: float = 1.0   # `Flow.sample(temperature=T)` scales the spread of the samples around the mean by T
     def __init__(self, shape: int | Sequence[int]):
         super().__init__()
-        self.shape = _as_shape(shape)
+        self.shape = as_shape(shape)
         self.register_buffer('_zero', torch.zeros(()), persistent=False)  # carries device and dtype
 
     def dist(self, context: Tensor | None = None) -> D.Distribution:
@@ -63,50 +58,6 @@ class DiagonalNormal(StandardNormal):
     def dist(self, context: Tensor | None = None) -> D.Distribution:
         return D.Independent(D.Normal(self.loc, self.log_scale.exp()), len(self.shape))
 
-# %% ../nbs/01_distributions.ipynb #2e3abe55
-def mlp(in_features: int, out_features: int, hidden_features: int = 64, num_layers: int = 2,
-        zero_init: bool = True) -> nn.Sequential:
-    "MLP with `num_layers` hidden layers of width `hidden_features` (SiLU), last layer zero-initialised"
-    check_sizes('mlp', in_features=in_features, out_features=out_features, hidden_features=hidden_features)
-    check_sizes('mlp', 0, num_layers=num_layers)
-    layers, width = [], in_features
-    for _ in range(num_layers): layers += [nn.Linear(width, hidden_features), nn.SiLU()]; width = hidden_features
-    layers.append(nn.Linear(width, out_features))
-    if zero_init: nn.init.zeros_(layers[-1].weight); nn.init.zeros_(layers[-1].bias)
-    return nn.Sequential(*layers)
-
-def conv_net(in_channels: int, out_channels: int, hidden_channels: int = 64, num_layers: int = 2,
-             zero_init: bool = True) -> nn.Sequential:
-    "Convolutional net: 3×3 convolution in, 1×1 between, 3×3 out (padding keeps height and width); last layer zero-initialised"
-    check_sizes('conv_net', in_channels=in_channels, out_channels=out_channels, hidden_channels=hidden_channels)
-    check_sizes('conv_net', 0, num_layers=num_layers)
-    layers, width = [], in_channels
-    for i in range(num_layers):
-        k = 3 if i == 0 else 1
-        layers += [nn.Conv2d(width, hidden_channels, k, padding=k // 2), nn.SiLU()]; width = hidden_channels
-    layers.append(nn.Conv2d(width, out_channels, 3, padding=1))
-    if zero_init: nn.init.zeros_(layers[-1].weight); nn.init.zeros_(layers[-1].bias)
-    return nn.Sequential(*layers)
-
-# %% ../nbs/01_distributions.ipynb #381aef88
-def soft_clamp(x: Tensor, bound: float) -> Tensor:
-    "Smoothly squash `x` into `(-bound, bound)`; close to the identity near zero"
-    return bound * torch.tanh(x / bound)
-
-def _with_context(h: Tensor, context: Tensor | None) -> Tensor:
-    "Concatenate a `(batch, k)` context to `h` along dim 1, broadcast over any spatial dims"
-    if context is None: return h
-    context = context.to(h.dtype)
-    if h.dim() > 2: context = context.reshape(*context.shape, *([1] * (h.dim() - 2))).expand(-1, -1, *h.shape[2:])
-    return torch.cat([h, context], 1)
-
-def _context_input(name: str, h: Tensor, context: Tensor | None, context_features: int) -> Tensor:
-    "`h` with the context appended when the layer was built with `context_features`, after checking it was given"
-    if not context_features: return h
-    if context is None: raise ValueError(f"{name}: built with context_features={context_features} but no context was given")
-    check_input(name + ' context', context, (context_features,))
-    return _with_context(h, context)
-
 # %% ../nbs/01_distributions.ipynb #019398a7
 class ConditionalNormal(nn.Module):
     "Diagonal Gaussian $p(c \\mid h)$ whose mean and soft-bounded log-scale come from a small network of `h`"
@@ -135,7 +86,7 @@ class ConditionalNormal(nn.Module):
     def params(self, h: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         "Mean and log-scale of $c$ given `h`"
         check_input(self._name() + ' conditioning input', h, self._pattern(self.in_features))
-        loc, raw_scale = self.net(_context_input(self._name(), h, context, self.context_features)).chunk(2, dim=1)
+        loc, raw_scale = self.net(context_input(self._name(), h, context, self.context_features)).chunk(2, dim=1)
         return loc, soft_clamp(raw_scale, self.max_log_scale)
 
     def dist(self, h: Tensor, context: Tensor | None = None) -> D.Distribution:
@@ -156,6 +107,10 @@ class ConditionalNormal(nn.Module):
     def mean(self, h: Tensor, context: Tensor | None = None) -> Tensor:
         "The mean $\\mu(h)$, for a deterministic inverse"
         return self.params(h, context)[0]
+
+    def draw(self, h: Tensor, context: Tensor | None = None, mean: bool = False) -> Tensor:
+        "What a stochastic direction fills in: the mean when `mean` (a layer passes its `noise_mean`), else a sample"
+        return self.mean(h, context) if mean else self.sample(h, context)
 
 # %% ../nbs/01_distributions.ipynb #b11a41ff
 class ConditionalDiagonalNormal(StandardNormal):

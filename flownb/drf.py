@@ -12,8 +12,9 @@ from torch import nn, Tensor
 import torch.distributions as D
 from fastcore.basics import store_attr
 
-from .core import Transform, Bijection, Compose, Flow, Surjection, check_input, check_sizes, validation
-from .distributions import StandardNormal, ConditionalNormal, _as_shape, soft_clamp
+from .core import Transform, Bijection, Compose, Flow, Surjection, check_input, check_sizes, validation, as_shape
+from .nn import soft_clamp
+from .distributions import StandardNormal, ConditionalNormal
 from .surjections import VAE
 
 # %% auto #0
@@ -46,7 +47,7 @@ class LowDimPrior(nn.Module):
     def __init__(self, shape: int | tuple[int, ...], noise_features: int, hidden_features: int = 64, num_layers: int = 2,
                  linear: bool = False, context_features: int = 0, max_log_scale: float = 7.0):
         super().__init__()
-        self.shape = _as_shape(shape)
+        self.shape = as_shape(shape)
         self.features = math.prod(self.shape)
         check_sizes('LowDimPrior', noise_features=noise_features)
         check_sizes('LowDimPrior', 0, context_features=context_features)
@@ -141,10 +142,11 @@ class LCMASplit(Surjection):
         >>> z, ldj = split(torch.randn(16, 4, 8, 8))  # z: (16, 2, 8, 8)
     """
     exact = True
+    stochastic = 'inverse'
     def __init__(self, shape: int | tuple[int, ...], keep: int, hidden_features: int = 64, num_layers: int = 2,
                  context_features: int = 0):
         super().__init__()
-        self.shape = _as_shape(shape)
+        self.shape = as_shape(shape)
         if len(self.shape) not in (1, 3):
             raise ValueError(f"LCMASplit: shape must be (features,) or (channels, height, width), got {self.shape}")
         size = self.shape[0]
@@ -157,7 +159,6 @@ class LCMASplit(Surjection):
         self.register_buffer('fitted', torch.tensor(False))
         self.register_buffer('scores', torch.zeros(self.shape))   # the scores the selection was fitted on
         self.dropped = ConditionalNormal(keep, size - keep, hidden_features, num_layers, context_features, conv=self.conv)
-        self.noise_mean = False
 
     def _name(self): return f"LCMASplit({'×'.join(map(str, self.shape))}→{self.keep})"
 
@@ -184,7 +185,7 @@ class LCMASplit(Surjection):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input(self._name() + '.inverse', z, (self.keep,) + self.shape[1:])
-        dropped = self.dropped.mean(z, context) if self.noise_mean else self.dropped.sample(z, context)
+        dropped = self.dropped.draw(z, context, mean=self.noise_mean)
         h = torch.cat([z, dropped], 1)
         return torch.empty_like(h).scatter_(1, self.order.expand(h.shape), h)
 

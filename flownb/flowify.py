@@ -17,8 +17,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.utils import _pair
 
-from .core import Transform, Bijection, Compose, check_input, check_sizes, check_positive, _checks_active
-from .bijections import LeakyReLU, Reshape, _sum_per_sample
+from .core import Transform, Bijection, Compose, check_input, check_sizes, check_positive, checks_active, sum_per_sample
+from .bijections import LeakyReLU, Reshape
 from .flowify_linear import FlowLinear, SVDFactors, use_noise_mean
 from .flowify_conv import FlowConv2d, FlowPad2d
 
@@ -71,7 +71,7 @@ class PReLU(Bijection):
         self._check(x, f'PReLU({self.num_parameters})')
         log_a = self._slope(x)
         negative = x < 0
-        return torch.where(negative, x * log_a.exp(), x), _sum_per_sample(negative * log_a)
+        return torch.where(negative, x * log_a.exp(), x), sum_per_sample(negative * log_a)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         self._check(z, f'PReLU({self.num_parameters}).inverse')
@@ -87,7 +87,7 @@ class _OntoInterval(Bijection):
         return f"({self.low:g}, {'∞' if math.isinf(self.high) else f'{self.high:g}'})"
 
     def _check_range(self, z: Tensor, name: str):
-        if _checks_active(z):
+        if checks_active(z):
             outside = int(((z <= self.low) | (z >= self.high)).sum())
             if outside:
                 raise ValueError(f"{name}: {outside} value(s) outside {self._range()}, where {type(self).__name__} has no inverse; "
@@ -112,7 +112,7 @@ class Tanh(_OntoInterval):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_input('Tanh', x)
         # log(1 - tanh²x) = 2 (log 2 - x - softplus(-2x)): no cancellation for large |x|
-        return torch.tanh(x), _sum_per_sample(2 * (math.log(2) - x - F.softplus(-2 * x)))
+        return torch.tanh(x), sum_per_sample(2 * (math.log(2) - x - F.softplus(-2 * x)))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input('Tanh.inverse', z); self._check_range(z, 'Tanh.inverse')
@@ -135,7 +135,7 @@ class Sigmoid(_OntoInterval):
     low, high = 0.0, 1.0
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_input('Sigmoid', x)
-        return torch.sigmoid(x), _sum_per_sample(-F.softplus(-x) - F.softplus(x))
+        return torch.sigmoid(x), sum_per_sample(-F.softplus(-x) - F.softplus(x))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input('Sigmoid.inverse', z); self._check_range(z, 'Sigmoid.inverse')
@@ -171,7 +171,7 @@ class ELU(_OntoInterval):
         check_input(f'ELU({self.alpha:g})', x)
         negative = x <= 0
         z = torch.where(negative, self.alpha * torch.expm1(x.clamp(max=0)), x)
-        return z, _sum_per_sample(torch.where(negative, x + math.log(self.alpha), torch.zeros_like(x)))
+        return z, sum_per_sample(torch.where(negative, x + math.log(self.alpha), torch.zeros_like(x)))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input(f'ELU({self.alpha:g}).inverse', z); self._check_range(z, f'ELU({self.alpha:g}).inverse')

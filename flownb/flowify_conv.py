@@ -14,7 +14,8 @@ from torch.nn.modules.utils import _pair
 
 from .core import Surjection, check_input, check_sizes
 from .distributions import ConditionalNormal
-from .flowify_linear import SVDFactors, use_noise_mean
+from .core import use_noise_mean
+from .flowify_linear import SVDFactors
 
 # %% auto #0
 __all__ = ['FlowConv2d', 'FlowPad2d']
@@ -56,7 +57,6 @@ class FlowConv2d(Surjection):
         self.input_size = None if input_size is None else tuple(input_size)
         self.patch_features = in_channels * self.kernel_size[0] * self.kernel_size[1]
         self.svd = SVDFactors(self.patch_features, out_channels, bias, orthogonal_map)
-        self.noise_mean = False
         self.pad_log_scale = nn.Parameter(torch.zeros(in_channels))
         self.copy_log_scale = nn.Parameter(torch.full((in_channels,), -2.0))
         self.crop_loc = nn.Parameter(torch.zeros(in_channels))         # the Gaussian of pixels no patch reads
@@ -74,6 +74,12 @@ class FlowConv2d(Surjection):
     @property
     def exact(self) -> bool:
         return max(self.padding) == 0 and not self.overlapping and self.out_channels <= self.patch_features
+
+    @property
+    def stochastic(self) -> str:
+        "Exact: the inverse samples (dropped directions, gaps). A bound: the forward samples, and the inverse too when it drops or fills gaps"
+        if self.exact: return 'inverse'
+        return 'both' if self.out_channels < self.patch_features or self.gaps else 'forward'
 
     @classmethod
     def from_conv2d(cls, conv: nn.Conv2d, **kwargs) -> 'FlowConv2d':
@@ -94,8 +100,9 @@ class FlowConv2d(Surjection):
         "The effective convolution weight (out_channels, in_channels, kh, kw) of the deterministic part"
         return self.svd.weight.reshape(self.out_channels, self.in_channels, *self.kernel_size)
 
-    def _name(self):
-        return f'FlowConv2d({self.in_channels}→{self.out_channels}, k={self.kernel_size}, s={self.stride}, p={self.padding})'
+    def _describe(self) -> str: return f'{self.in_channels}→{self.out_channels}, k={self.kernel_size}, s={self.stride}, p={self.padding}'
+
+    def _name(self): return f'FlowConv2d({self._describe()})'
 
     def _geometry(self, h: int, w: int):
         "Output size and covered size of a padded (h, w) image"
@@ -167,7 +174,7 @@ class FlowConv2d(Surjection):
         (oh, ow), (kh, kw), (sh, sw), (ph, pw) = z.shape[2:], self.kernel_size, self.stride, self.padding
         y = self.svd.unscale_out(z.flatten(2).transpose(1, 2))    # (batch, L, d2)
         if d1 > d2:
-            c = self.dropped.mean(z, context) if self.noise_mean else self.dropped.sample(z, context)
+            c = self.dropped.draw(z, context, mean=self.noise_mean)
             y = torch.cat([y, c.flatten(2).transpose(1, 2)], -1)
         elif d1 < d2: y = y[..., :d1]
         patches = self.svd.rotate_back(y).transpose(1, 2)
@@ -188,7 +195,7 @@ class FlowConv2d(Surjection):
                 x = torch.where(copies == 0, fill, x)
         return x[..., ph:x.shape[2] - ph, pw:x.shape[3] - pw]
 
-    def extra_repr(self): return f'{self._name()[11:-1]}, exact={self.exact}'
+    def extra_repr(self): return f'{self._describe()}, exact={self.exact}'
 
 # %% ../nbs/05_flowify_conv.ipynb #25a05c3f
 class FlowPad2d(Surjection):
@@ -210,6 +217,7 @@ class FlowPad2d(Surjection):
         >>> x = layer.inverse(z)                        # (4, 1, 7, 7)
     """
     exact = False
+    stochastic = 'forward'
     def __init__(self, channels: int, padding):
         super().__init__()
         check_sizes('FlowPad2d', channels=channels)
@@ -218,7 +226,6 @@ class FlowPad2d(Surjection):
             raise ValueError(f"FlowPad2d: padding must be an int or (left, right, top, bottom) of non-negative ints, not all 0; got {padding!r}")
         self.channels, self.padding = channels, pad
         self.log_scale = nn.Parameter(torch.zeros(channels))
-        self.noise_mean = False
 
     @classmethod
     def from_zeropad2d(cls, pad: nn.ZeroPad2d, channels: int) -> 'FlowPad2d':

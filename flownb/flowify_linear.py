@@ -13,11 +13,11 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import orthogonal
 from fastcore.basics import store_attr
 
-from .core import Transform, Bijection, Surjection, check_input
+from .core import Transform, Bijection, Surjection, check_input, use_noise_mean
 from .distributions import ConditionalNormal
 
 # %% auto #0
-__all__ = ['ORTHOGONAL_MAPS', 'BlockHouseholder', 'SVDFactors', 'FlowLinear', 'use_noise_mean']
+__all__ = ['ORTHOGONAL_MAPS', 'BlockHouseholder', 'SVDFactors', 'FlowLinear']
 
 # %% ../nbs/04_flowify_linear.ipynb #351e39eb
 class BlockHouseholder(nn.Module):
@@ -210,7 +210,6 @@ class FlowLinear(Surjection):
         super().__init__()
         store_attr('in_features,out_features,context_features')
         self.svd = SVDFactors(in_features, out_features, bias, orthogonal_map)
-        self.noise_mean = False
         self.dropped = (ConditionalNormal(out_features, in_features - out_features, hidden_features, num_layers, context_features)
                         if in_features > out_features else None)
         self.noise_log_scale = (nn.Parameter(torch.zeros(out_features - in_features))
@@ -218,6 +217,11 @@ class FlowLinear(Surjection):
 
     @property
     def exact(self) -> bool: return self.in_features >= self.out_features
+
+    @property
+    def stochastic(self) -> str | None:
+        "Reducing: the inverse samples the dropped directions; increasing: the forward samples noise; square: neither"
+        return 'inverse' if self.in_features > self.out_features else 'forward' if self.in_features < self.out_features else None
 
     @property
     def weight(self) -> Tensor:
@@ -258,17 +262,10 @@ class FlowLinear(Surjection):
         check_input(self._name() + '.inverse', z, (self.out_features,))
         y = self.svd.unscale_out(z)
         if self.in_features > self.out_features:
-            c = self.dropped.mean(z, context) if self.noise_mean else self.dropped.sample(z, context)
+            c = self.dropped.draw(z, context, mean=self.noise_mean)
             y = torch.cat([y, c], 1)
         elif self.in_features < self.out_features:
             y = y[:, :self.in_features]
         return self.svd.rotate_back(y)
 
     def extra_repr(self): return f'{self.in_features}→{self.out_features}, exact={self.exact}'
-
-# %% ../nbs/04_flowify_linear.ipynb #6b3819b7
-def use_noise_mean(model: nn.Module, enabled: bool = True) -> nn.Module:
-    "Make every flowified layer in `model` use its noise's mean (zero) and its dropped directions' mean instead of samples"
-    for m in model.modules():
-        if hasattr(m, 'noise_mean'): m.noise_mean = enabled
-    return model

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 import torch.distributions as D
 from fastcore.basics import store_attr
 
-from .core import Surjection, check_input, check_sizes, check_positive
-from .distributions import ConditionalNormal, mlp, conv_net, soft_clamp, _context_input
-from .bijections import Conv1x1, _packed_spline, _sum_per_sample
+from .core import Surjection, check_input, check_sizes, check_positive, sum_per_sample
+from .nn import mlp, conv_net, soft_clamp, context_input
+from .distributions import ConditionalNormal
+from .bijections import Conv1x1, packed_spline
 
 # %% auto #0
 __all__ = ['MLPFunnel', 'ConvFunnel', 'StridedConvFunnel', 'LinearFunnel']
@@ -39,6 +40,7 @@ class MLPFunnel(Surjection):
         >>> z, ldj = t(torch.randn(16, 8))    # z: (16, 3), ldj exact
         >>> x = t.inverse(z)                  # (16, 8): the 5 dropped coordinates are sampled
     """
+    exact, stochastic = True, 'inverse'   # an inference surjection: deterministic forward, exact
     def __init__(self, in_features: int, out_features: int, hidden_features: int = 64, num_layers: int = 2,
                  context_features: int = 0, transform: str = 'affine', bins: int = 8, bound: float = 3.0,
                  max_log_scale: float = 3.0):
@@ -52,7 +54,6 @@ class MLPFunnel(Surjection):
         if transform not in ('affine', 'spline'):
             raise ValueError(f"MLPFunnel: transform must be 'affine' or 'spline', got {transform!r}")
         store_attr('in_features,out_features,context_features,transform,bins,bound,max_log_scale')
-        self.noise_mean = False
         per_feature = 2 if transform == 'affine' else 3 * bins - 1
         self.conditioner = mlp(in_features - out_features + context_features, out_features * per_feature,
                                hidden_features, num_layers)
@@ -63,14 +64,14 @@ class MLPFunnel(Surjection):
 
     def _g(self, v: Tensor, x_dropped: Tensor, context, inverse: bool = False) -> tuple[Tensor, Tensor]:
         "g(v; x_J) (or its inverse) and the log-determinant of the forward map, per sample"
-        h = self.conditioner(_context_input(self._name(), x_dropped, context, self.context_features))
+        h = self.conditioner(context_input(self._name(), x_dropped, context, self.context_features))
         if self.transform == 'affine':
             raw_scale, shift = h.chunk(2, 1)
             log_scale = soft_clamp(raw_scale, self.max_log_scale)
             y = (v - shift) * (-log_scale).exp() if inverse else v * log_scale.exp() + shift
-            return y, _sum_per_sample(log_scale)
-        y, logd = _packed_spline(v, h.reshape(h.shape[0], self.out_features, 3 * self.bins - 1), self.bound, inverse)
-        return y, _sum_per_sample(logd) * (-1 if inverse else 1)
+            return y, sum_per_sample(log_scale)
+        y, logd = packed_spline(v, h.reshape(h.shape[0], self.out_features, 3 * self.bins - 1), self.bound, inverse)
+        return y, sum_per_sample(logd) * (-1 if inverse else 1)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_input(self._name(), x, (self.in_features,))
@@ -80,7 +81,7 @@ class MLPFunnel(Surjection):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input(self._name() + '.inverse', z, (self.out_features,))
-        x_dropped = self.dropped.mean(z, context) if self.noise_mean else self.dropped.sample(z, context)
+        x_dropped = self.dropped.draw(z, context, mean=self.noise_mean)
         return torch.cat([self._g(z, x_dropped, context, inverse=True)[0], x_dropped], 1)
 
     def extra_repr(self): return f'{self.in_features}→{self.out_features}, transform={self.transform!r}'
@@ -107,6 +108,7 @@ class ConvFunnel(Surjection):
         >>> z, ldj = t(torch.randn(4, 1, 8, 8))   # z: (4, 1, 6, 6), ldj exact
         >>> x = t.inverse(z)                      # (4, 1, 8, 8): the border is sampled, the rest solved for
     """
+    exact, stochastic = True, 'inverse'   # an inference surjection: deterministic forward, exact
     temperature: float = 1.0   # scales the sampled border (see `Flow.sample`)
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, hidden_channels: int = 32,
                  num_layers: int = 2, context_features: int = 0, max_log_scale: float = 7.0):
@@ -121,7 +123,6 @@ class ConvFunnel(Surjection):
         if kernel_size == 1 and out_channels == in_channels:
             raise ValueError("ConvFunnel: kernel_size 1 with out_channels == in_channels drops nothing; use Conv1x1")
         store_attr('in_channels,out_channels,kernel_size,context_features,max_log_scale')
-        self.noise_mean = False
         k, c = kernel_size, out_channels
         self.weight = nn.Parameter(torch.randn(c, in_channels, k, k) * 0.01)
         self.register_buffer('free_taps', torch.ones(c, in_channels, k, k).index_fill_(3, torch.tensor([k - 1]), 1.0))
@@ -153,7 +154,7 @@ class ConvFunnel(Surjection):
         "Mean and log-scale of every input pixel given the output (used at the dropped ones)"
         k = self.kernel_size
         canvas = F.pad(z, (k - 1, 0, k - 1, 0))
-        loc, raw_scale = self.net(_context_input(self._name(), canvas, context, self.context_features)).chunk(2, 1)
+        loc, raw_scale = self.net(context_input(self._name(), canvas, context, self.context_features)).chunk(2, 1)
         return loc, soft_clamp(raw_scale, self.max_log_scale)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -165,7 +166,7 @@ class ConvFunnel(Surjection):
         log_det = self.log_diag.sum() * z.shape[2] * z.shape[3]
         loc, log_scale = self._dropped_params(z, context)
         log_p = D.Normal(loc, log_scale.exp()).log_prob(x) * self._dropped_mask(x)
-        return z, log_det + _sum_per_sample(log_p)
+        return z, log_det + sum_per_sample(log_p)
 
     def _solve(self, z: Tensor, x_dropped: Tensor) -> Tensor:
         "The input whose dropped pixels are those of `x_dropped` (input-shaped) and whose output is `z`"
@@ -213,6 +214,7 @@ class StridedConvFunnel(Surjection):
         >>> z, ldj = t(torch.randn(4, 3, 8, 8))   # z: (4, 3, 4, 4), ldj exact
         >>> x = t.inverse(z)                      # (4, 3, 8, 8): 3 of every 4 pixels sampled, the 4th solved for
     """
+    exact, stochastic = True, 'inverse'   # an inference surjection: deterministic forward, exact
     temperature: float = 1.0   # scales the sampled values (see `Flow.sample`)
     def __init__(self, channels: int, kernel_size: int | tuple[int, int] = 2, hidden_features: int = 128,
                  num_layers: int = 3, context_features: int = 0, max_log_scale: float = 7.0):
@@ -228,7 +230,6 @@ class StridedConvFunnel(Surjection):
                              f"2 pixels per patch, got {kernel_size!r}")
         store_attr('channels,context_features,max_log_scale')
         self.kernel_size = tuple(ks)
-        self.noise_mean = False
         c, taps = channels, ks[0] * ks[1]
         self.dropped_per_patch = c * (taps - 1)
         # the kernel as a (C, C·taps) matrix over a patch's values (channel-major, taps in raster order); J = its last taps
@@ -266,7 +267,7 @@ class StridedConvFunnel(Surjection):
 
     def _dropped_params(self, z: Tensor, context) -> tuple[Tensor, Tensor]:
         "Mean and log-scale of each patch's dropped values given the outputs around it, `(batch, C(kh·kw-1), H/kh, W/kw)` each"
-        loc, raw_scale = self.net(_context_input(self._name(), z, context, self.context_features)).chunk(2, 1)
+        loc, raw_scale = self.net(context_input(self._name(), z, context, self.context_features)).chunk(2, 1)
         return loc, soft_clamp(raw_scale, self.max_log_scale)
 
     def _mix(self, matrix: Tensor, v: Tensor) -> Tensor: return torch.einsum('oi,bihw->bohw', matrix, v)
@@ -282,7 +283,7 @@ class StridedConvFunnel(Surjection):
         log_det = torch.linalg.slogdet(self.tap_matrix())[1] * z.shape[2] * z.shape[3]
         loc, log_scale = self._dropped_params(z, context)
         log_p = D.Normal(loc, log_scale.exp()).log_prob(patches[:, self.dropped_index])
-        return z, log_det + _sum_per_sample(log_p)
+        return z, log_det + sum_per_sample(log_p)
 
     def _solve(self, z: Tensor, x_dropped: Tensor) -> Tensor:
         "The image whose patches have dropped values `x_dropped` (`(batch, C(kh·kw-1), H/kh, W/kw)`) and whose output is `z`"
@@ -322,6 +323,7 @@ class LinearFunnel(Surjection):
         >>> z, ldj = t(torch.randn(8, 16))   # z: (8, 4), ldj exact
         >>> x = t.inverse(z)                 # (8, 16): 12 coordinates drawn, 4 solved for
     """
+    exact, stochastic = True, 'inverse'   # an inference surjection: deterministic forward, exact
     def __init__(self, in_features: int, out_features: int, hidden_features: int = 128, num_layers: int = 3,
                  context_features: int = 0, permute: bool = True):
         super().__init__()
@@ -330,7 +332,6 @@ class LinearFunnel(Surjection):
             raise ValueError(f"LinearFunnel: a funnel reduces dimension, so out_features must be in 1..{in_features - 1}; "
                              f"got {in_features}→{out_features}")
         store_attr('in_features,out_features,context_features')
-        self.noise_mean = False
         self.register_buffer('permutation', torch.randperm(in_features) if permute else torch.arange(in_features))
         self.mix = Conv1x1(out_features)                        # W = P L (U + diag), log|det W| = Σ log_diag
         self.dropped_mix = nn.Linear(in_features - out_features, out_features)   # V and b
@@ -350,7 +351,7 @@ class LinearFunnel(Surjection):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input(self._name() + '.inverse', z, (self.out_features,))
-        x_dropped = self.dropped.mean(z, context) if self.noise_mean else self.dropped.sample(z, context)
+        x_dropped = self.dropped.draw(z, context, mean=self.noise_mean)
         x = torch.cat([self.mix.inverse(z - self.dropped_mix(x_dropped)), x_dropped], 1)
         return x[:, torch.argsort(self.permutation)]
 

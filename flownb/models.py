@@ -16,7 +16,8 @@ from .distributions import StandardNormal, ConditionalDiagonalNormal
 from .bijections import ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Squeeze, Logit, RQSpline, Permutation
 from .flowify import flowify, Flatten, FlowLinear, FlowConv2d
 from .flowify_conv import FlowPad2d
-from .surjections import MaxPool2d, Slice, UniformDequantization, VariationalDequantization
+from .surjections import MaxPool2d, Slice
+from .dequantization import UniformDequantization, VariationalDequantization
 from .funnels import ConvFunnel, MLPFunnel, StridedConvFunnel
 from .drf import LCMASplit, LowDimPrior
 
@@ -208,15 +209,15 @@ def _mlp_module(features: int, latent: int, slope: float = 0.1, between: Callabl
     return nn.Sequential(*layers)
 
 def _deferred(make: Callable[[int], Transform], context_features: int) -> Transform:
-    """`make(0)`, a block for a torch network that `flowify` will convert, remembering `make(context_features)` for `_with_context`.
+    """`make(0)`, a block for a torch network that `flowify` will convert, remembering `make(context_features)` for `_swap_in_context_twins`.
     flowify's shape probe runs the flownb blocks of a network without a context, so a block that reads one cannot be in it yet"""
     block = make(0)
-    if context_features: block._with_context = lambda: make(context_features)
+    if context_features: block._context_twin = lambda: make(context_features)
     return block
 
-def _with_context(body: Compose) -> list[Transform]:
+def _swap_in_context_twins(body: Compose) -> list[Transform]:
     "The layers of a flowified network, each block built by `_deferred` replaced by its context-reading twin (fresh, as the block was)"
-    return [t._with_context() if hasattr(t, '_with_context') else t for t in body]
+    return [t._context_twin() if hasattr(t, '_context_twin') else t for t in body]
 
 def _reduces(layer: nn.Module) -> bool:
     "Whether a torch Linear or Conv2d drops dimensions, so that its flowified form has a conditional density (a conditioner) for them"
@@ -229,7 +230,7 @@ def _flowified(shape, bins, module: nn.Sequential, latent: int, hidden: int, con
     context = lambda layer: {'context_features': context_features} if context_features and _reduces(layer) else {}
     body = flowify(module, input_shape=shape, linear_options=lambda linear: {'hidden_features': hidden, **context(linear)},
                    conv_options=lambda conv: {'hidden_channels': hidden // 2, **context(conv)})
-    return Flow(StandardNormal(latent), _front(shape, bins) + _with_context(body) + [RQSpline(latent, bound=4.0)])
+    return Flow(StandardNormal(latent), _front(shape, bins) + _swap_in_context_twins(body) + [RQSpline(latent, bound=4.0)])
 
 @register_model('flowify-mlp', 'flownb adaptation of the paper MLP for any size: halving widths to an 8-D latent, LeakyReLU (not the paper spline), logit front, 64-wide conditioners, a final spline')
 def flowify_mlp(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, **_):
@@ -343,7 +344,7 @@ def _stride_padding(size: int, kernel: int, stride: int) -> int:
 
 def paper_network(spec: list, shape: Sequence[int], context_features: int = 0) -> nn.Sequential:
     """The plain torch network of an architecture spec (zero-padding where the official code pads, orthogonal weights, zero biases);
-    with `context_features`, its spline couplings get context-reading twins that `_with_context` swaps in after `flowify`"""
+    with `context_features`, its spline couplings get context-reading twins that `_swap_in_context_twins` swaps in after `flowify`"""
     c, h, w = shape
     layers, features = [], None
     for item in spec:
@@ -386,7 +387,7 @@ def flowification_model(architecture: str, shape: Sequence[int], bins: int | Non
     body = flowify(paper_network(FLOWIFICATION_ARCHITECTURES[data, architecture], shape, context_features), input_shape=shape,
                    linear_options=lambda linear: {**_paper_linear_options(linear), **context(linear)},
                    conv_options=lambda conv: {**_paper_conv_options(conv), **context(conv)})
-    return Flow(StandardNormal(_PAPER_LATENT[data]), [UniformDequantization(bins, shape)] + _with_context(body))
+    return Flow(StandardNormal(_PAPER_LATENT[data]), [UniformDequantization(bins, shape)] + _swap_in_context_twins(body))
 
 
 # %% ../nbs/12_models.ipynb #b1502de0

@@ -12,12 +12,13 @@ import torch.distributions as D
 import torch.nn.functional as F
 from fastcore.basics import store_attr
 
-from .core import Transform, Bijection, Surjection, check_input, check_sizes, check_positive, _checks_active
-from .distributions import ConditionalNormal, mlp, conv_net, soft_clamp, _with_context
-from .bijections import _sum_per_sample, _features_pattern
+from .core import (Transform, Bijection, Surjection, check_input, check_sizes, check_positive, checks_active,
+                         sum_per_sample, features_pattern)
+from .nn import mlp, conv_net, soft_clamp, with_context
+from .distributions import ConditionalNormal
 
 # %% auto #0
-__all__ = ['Slice', 'Augment', 'Abs', 'Log', 'Sort', 'SortedToReal', 'StochasticPermutation', 'MaxPool2d', 'VAE', 'UniformDequantization', 'VariationalDequantization']
+__all__ = ['Slice', 'Augment', 'Abs', 'Log', 'Sort', 'SortedToReal', 'StochasticPermutation', 'MaxPool2d', 'VAE']
 
 # %% ../nbs/07_surjections.ipynb #514a930b
 class Slice(Surjection):
@@ -41,6 +42,7 @@ class Slice(Surjection):
         >>> x = t.inverse(z)                  # (8, 4), last two sampled
     """
     exact = True
+    stochastic = 'inverse'
     def __init__(self, in_features: int, out_features: int, hidden_features: int = 64, num_layers: int = 2,
                  context_features: int = 0, conv: bool = False):
         super().__init__()
@@ -48,7 +50,6 @@ class Slice(Surjection):
         if not 0 < out_features < in_features:
             raise ValueError(f"Slice: out_features must be in 1..in_features-1 (it drops dimensions), got {in_features}→{out_features}")
         store_attr('in_features,out_features,conv')
-        self.noise_mean = False
         self.dropped = ConditionalNormal(out_features, in_features - out_features, hidden_features, num_layers, context_features, conv=conv)
 
     def _pattern(self, n): return (n, 'height', 'width') if self.conv else (n,)
@@ -60,7 +61,7 @@ class Slice(Surjection):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input(f'Slice({self.in_features}→{self.out_features}).inverse', z, self._pattern(self.out_features))
-        dropped = self.dropped.mean(z, context) if self.noise_mean else self.dropped.sample(z, context)
+        dropped = self.dropped.draw(z, context, mean=self.noise_mean)
         return torch.cat([z, dropped], 1)
 
 # %% ../nbs/07_surjections.ipynb #4573f893
@@ -83,6 +84,7 @@ class Augment(Surjection):
         >>> x = t.inverse(z)                  # drops the noise
     """
     exact = False
+    stochastic = 'forward'
     def __init__(self, in_features: int, out_features: int, hidden_features: int = 64, num_layers: int = 2,
                  context_features: int = 0, conv: bool = False):
         super().__init__()
@@ -90,7 +92,6 @@ class Augment(Surjection):
         if not out_features > in_features > 0:
             raise ValueError(f"Augment: out_features must exceed in_features (it adds dimensions), got {in_features}→{out_features}")
         store_attr('in_features,out_features,conv')
-        self.noise_mean = False
         self.noise = ConditionalNormal(in_features, out_features - in_features, hidden_features, num_layers, context_features, conv=conv)
 
     def _pattern(self, n): return (n, 'height', 'width') if self.conv else (n,)
@@ -124,6 +125,7 @@ class Abs(Surjection):
         >>> x = t.inverse(z)                  # signs sampled
     """
     exact = True
+    stochastic = 'inverse'
     def __init__(self, features: int, hidden_features: int = 32, context_features: int = 0):
         super().__init__()
         check_sizes('Abs', features=features)
@@ -131,20 +133,19 @@ class Abs(Surjection):
         if context_features and not hidden_features:
             raise ValueError("Abs: context_features needs a network (hidden_features > 0); one learned probability per feature cannot see a context")
         store_attr('features,context_features')
-        self.noise_mean = False
         self.net = mlp(features + context_features, features, hidden_features, 2) if hidden_features else None
         self.logits = nn.Parameter(torch.zeros(features)) if not hidden_features else None
 
     def _sign_logits(self, z, context):
         if self.net is None: return self.logits.expand_as(z)
         if self.context_features and context is None: raise ValueError(f"Abs({self.features}): built with context_features={self.context_features} but no context was given")
-        return self.net(_with_context(z, context if self.context_features else None))
+        return self.net(with_context(z, context if self.context_features else None))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_input(f'Abs({self.features})', x, (self.features,))
         z = x.abs()
         positive = (x >= 0).to(x.dtype)
-        return z, _sum_per_sample(D.Bernoulli(logits=self._sign_logits(z, context)).log_prob(positive))
+        return z, sum_per_sample(D.Bernoulli(logits=self._sign_logits(z, context)).log_prob(positive))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input(f'Abs({self.features}).inverse', z, (self.features,))
@@ -160,10 +161,10 @@ class Log(Bijection):
     """
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_input('Log', x)
-        if _checks_active(x) and (x <= 0).any():
+        if checks_active(x) and (x <= 0).any():
             raise ValueError(f"Log: expected positive values, got min {x.min().item():.4g}")
         z = torch.log(x)
-        return z, -_sum_per_sample(z)
+        return z, -sum_per_sample(z)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input('Log.inverse', z)
@@ -188,6 +189,7 @@ class Sort(Surjection):
         >>> x = t.inverse(z)                  # a uniformly random permutation of z
     """
     exact = True
+    stochastic = 'inverse'
     def __init__(self, features: int, learned: bool = False, hidden_features: int = 32):
         super().__init__()
         check_sizes('Sort', features=features, hidden_features=hidden_features)
@@ -225,7 +227,7 @@ class SortedToReal(Bijection):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_input(f'SortedToReal({self.features})', x, (self.features,))
         gaps = x[:, 1:] - x[:, :-1]
-        if _checks_active(x) and (gaps <= 0).any():
+        if checks_active(x) and (gaps <= 0).any():
             raise ValueError(f"SortedToReal({self.features}): expected strictly increasing features (use Sort first)")
         log_gaps = torch.log(gaps)
         return torch.cat([x[:, :1], log_gaps], 1), -log_gaps.sum(1)
@@ -247,6 +249,7 @@ class StochasticPermutation(Surjection):
         >>> z, ldj = t(torch.randn(8, 3))     # ldj = 0, z a random shuffle of x
     """
     exact = False
+    stochastic = 'both'
     def __init__(self, features: int):
         super().__init__(); check_sizes('StochasticPermutation', features=features); self.features = features
 
@@ -282,6 +285,7 @@ class MaxPool2d(Surjection):
         >>> x = t.inverse(z)
     """
     exact = True
+    stochastic = 'inverse'
     temperature: float = 1.0   # scales the sampled gaps (see `Flow.sample`)
     def __init__(self, channels: int, kernel_size=2, hidden_channels: int = 32, context_features: int = 0):
         super().__init__()
@@ -294,7 +298,6 @@ class MaxPool2d(Surjection):
         if context_features and not hidden_channels:
             raise ValueError("MaxPool2d: context_features needs a network (hidden_channels > 0); one learned scale per channel cannot see a context")
         self.channels, self.context_features = channels, context_features
-        self.noise_mean = False
         self.net = conv_net(channels + context_features, channels, hidden_channels, 2) if hidden_channels else None
         self.log_scale = nn.Parameter(torch.zeros(channels)) if not hidden_channels else None
 
@@ -303,7 +306,7 @@ class MaxPool2d(Surjection):
     def _gap_scale(self, z, context):
         if self.net is None: return self.log_scale.reshape(1, -1, 1, 1).exp().expand_as(z)
         if self.context_features and context is None: raise ValueError(f"{self._name()}: built with context_features={self.context_features} but no context was given")
-        return soft_clamp(self.net(_with_context(z, context if self.context_features else None)), 7.0).exp()
+        return soft_clamp(self.net(with_context(z, context if self.context_features else None)), 7.0).exp()
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_input(self._name(), x, (self.channels, 'height', 'width'))
@@ -315,7 +318,7 @@ class MaxPool2d(Surjection):
         others = 1 - F.one_hot(index, kh * kw).to(x.dtype)
         gaps = (z.unsqueeze(-1) - windows) * others
         log_gaps = D.HalfNormal(self._gap_scale(z, context).unsqueeze(-1)).log_prob(gaps) * others
-        return z, _sum_per_sample(log_gaps) - z[0].numel() * math.log(kh * kw)
+        return z, sum_per_sample(log_gaps) - z[0].numel() * math.log(kh * kw)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input(self._name() + '.inverse', z, (self.channels, 'height', 'width'))
@@ -346,11 +349,11 @@ class VAE(Surjection):
         >>> x = t.inverse(z)                  # x ~ p(x|z)
     """
     exact = False
+    stochastic = 'both'
     def __init__(self, in_features: int, latent_features: int, hidden_features: int = 64, num_layers: int = 2, context_features: int = 0):
         super().__init__()
         check_sizes('VAE', in_features=in_features, latent_features=latent_features)
         store_attr('in_features,latent_features')
-        self.noise_mean = False
         self.encoder = ConditionalNormal(in_features, latent_features, hidden_features, num_layers, context_features)
         self.decoder = ConditionalNormal(latent_features, in_features, hidden_features, num_layers, context_features)
 
@@ -362,108 +365,7 @@ class VAE(Surjection):
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         check_input(f'VAE({self.in_features}→{self.latent_features}).inverse', z, (self.latent_features,))
-        return self.decoder.mean(z, context) if self.noise_mean else self.decoder.sample(z, context)
+        return self.decoder.draw(z, context, mean=self.noise_mean)
 
-# %% ../nbs/08_dequantization.ipynb #1c056ea4
-import math
-from typing import Sequence
-
-import torch
-from torch import nn, Tensor
-import torch.distributions as D
-import torch.nn.functional as F
-
-from .core import Surjection, check_input, check_sizes, _checks_active
-from .distributions import ConditionalNormal
-from .bijections import _sum_per_sample
-
-# %% ../nbs/08_dequantization.ipynb #7114901e
-def _check_levels(name: str, x: Tensor, bins: int, shape) -> None:
-    "Discrete data: integer values in 0..bins-1 with the expected event shape"
-    if not isinstance(x, Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if x.is_complex() or x.dtype == torch.bool: raise TypeError(f"{name}: expected integer levels, got dtype {x.dtype}")
-    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(f"{name}: expected input (batch, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
-    if x.dim() < 1 or x.shape[0] == 0: raise ValueError(f"{name}: expected a non-empty batch, got {tuple(x.shape)}")
-    if _checks_active(x):
-        lo, hi = x.min().item(), x.max().item()
-        if lo < 0 or hi > bins - 1 or not math.isfinite(lo) or not math.isfinite(hi):
-            raise ValueError(f"{name}: expected levels in 0..{bins - 1}, got min {lo:g}, max {hi:g}")
-        if x.is_floating_point() and not torch.equal(x, x.round()):
-            raise ValueError(f"{name}: expected integer levels in 0..{bins - 1}, got non-integer values (dequantize raw levels, not scaled data)")
-
-class UniformDequantization(Surjection):
-    """Uniform dequantization: discrete levels $x \\in \\{0..B-1\\}$ → $z = (x + u)/B \\in [0, 1)$ with $u \\sim \\mathcal U[0,1)$.
-
-    Direction: data → latent, any `(batch, ...)` of integer levels (integer or integer-valued float tensors), shape
-    preserved, output float in [0, 1). A generative surjection: a lower bound on the discrete log-probability.
-
-    References: Nielsen et al., "SurVAE Flows", NeurIPS 2020, https://arxiv.org/abs/2007.02731;
-    Theis et al., "A note on the evaluation of generative models", ICLR 2016.
-
-    Arguments:
-        bins: number of levels B (256 for 8-bit images, 17 for scikit-learn's digits).
-        shape: event shape to check inputs against (None: any).
-
-    Example:
-        >>> t = UniformDequantization(256)
-        >>> z, ldj = t(torch.randint(0, 256, (4, 1, 28, 28)))   # z in [0, 1), ldj = -784 log 256
-        >>> x = t.inverse(z)                                     # the levels back
-    """
-    exact = False
-    casts_input = True   # integer levels of any dtype are converted to the layer's own
-    def __init__(self, bins: int = 256, shape: Sequence[int] | None = None):
-        super().__init__()
-        check_sizes('UniformDequantization', 2, bins=bins)
-        self.bins, self.shape = bins, None if shape is None else tuple(shape)
-        if self.shape is not None and not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in self.shape):
-            raise ValueError(f"{type(self).__name__}: shape must hold positive integers, got {shape!r}")
-        self.register_buffer('_zero', torch.zeros(()), persistent=False)
-
-    def _name(self): return f'{type(self).__name__}(bins={self.bins})'
-
-    def _noise(self, x: Tensor, context) -> tuple[Tensor, Tensor]:
-        "(u, log q(u|x)) for uniform noise"
-        return torch.rand(x.shape, dtype=self._zero.dtype, device=x.device), self._zero.new_zeros(x.shape[0])
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        _check_levels(self._name(), x, self.bins, self.shape)
-        x = x.to(self._zero.dtype)
-        u, log_q = self._noise(x, context)
-        return (x + u) / self.bins, -log_q - x[0].numel() * math.log(self.bins)
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'{self._name()}.inverse', z, *([tuple(self.shape)] if self.shape is not None else []))
-        return torch.floor(z * self.bins).clamp(0, self.bins - 1)
-
-# %% ../nbs/08_dequantization.ipynb #487e6954
-class VariationalDequantization(UniformDequantization):
-    """Variational dequantization: $u = \\mathrm{sigmoid}(\\mu(x) + \\sigma(x)\\epsilon)$ with $\\mu, \\sigma$ from a network of $x$.
-
-    Direction: data → latent, `(batch, *shape)` integer levels → float in (0, 1). A generative surjection: a lower bound,
-    tighter than uniform dequantization once $q(u\\mid x)$ is trained with the model.
-
-    References: Ho et al., "Flow++", ICML 2019, https://arxiv.org/abs/1902.00275; Nielsen et al., "SurVAE Flows", NeurIPS 2020.
-
-    Arguments:
-        shape: event shape, `(features,)` (MLP network) or `(channels, height, width)` (convolutional network).
-        bins: number of levels B.
-        hidden_features: width of the network.
-
-    Example:
-        >>> t = VariationalDequantization((1, 8, 8), bins=17)
-        >>> z, ldj = t(torch.randint(0, 17, (4, 1, 8, 8)))   # ldj = -log q(u|x) - 64 log 17
-    """
-    def __init__(self, shape: Sequence[int], bins: int = 256, hidden_features: int = 32):
-        super().__init__(bins, shape)
-        check_sizes('VariationalDequantization', hidden_features=hidden_features)
-        conv = len(self.shape) == 3
-        if len(self.shape) not in (1, 3): raise ValueError(f"VariationalDequantization: shape must be (features,) or (channels, height, width), got {shape}")
-        self.q = ConditionalNormal(self.shape[0], self.shape[0], hidden_features, 2, conv=conv)
-
-    def _noise(self, x: Tensor, context) -> tuple[Tensor, Tensor]:
-        loc, log_scale = self.q.params(x / (self.bins - 1) - 0.5)
-        eps = torch.randn_like(loc)
-        a = loc + log_scale.exp() * eps
-        log_q = D.Normal(0., 1.).log_prob(eps) - log_scale - (F.logsigmoid(a) + F.logsigmoid(-a))
-        return torch.sigmoid(a), _sum_per_sample(log_q)
+# %% ../nbs/07_surjections.ipynb #707a8ee3
+from .dequantization import UniformDequantization, VariationalDequantization  # defined in 08_dequantization

@@ -5,7 +5,7 @@
 # %% ../nbs/13_train.ipynb #11f888b1
 from __future__ import annotations
 import errno, importlib, json, math, os, shutil, socket, sys, time
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 try: import fcntl                  # POSIX; without it (Windows) run folders are not locked
@@ -22,7 +22,7 @@ from tqdm import tqdm
 from matplotlib.figure import Figure
 
 import flownb
-from .core import Flow, validation, context_features_of
+from .core import Flow, validation, context_features_of, noise_mean
 from .data import DensityData, load_data, save_image_grid, split_validation, DATASETS
 from .models import MODELS, create_model, continuous_part_exact, num_parameters, latent_shape
 from .drf import LCMASplit, fit_lcma
@@ -445,13 +445,9 @@ def draw_samples(flow: Flow, n: int = 64, label: int | None = None, per_class: i
     labels = None if not classes else torch.full((n,), label) if label is not None else torch.arange(classes).repeat_interleave(per_class)
     with torch.no_grad(), _forked(device):
         torch.manual_seed(seed)
-        switches = [(m, m.noise_mean) for m in flow.modules() if isinstance(getattr(m, 'noise_mean', None), bool)]
-        try:
-            for m, _ in switches: m.noise_mean = m.noise_mean or mean
+        with noise_mean(flow) if mean else nullcontext():
             samples = flow.sample(n if labels is None else len(labels), None if labels is None else _one_hot(labels, classes, device),
                                   temperature=temperature).cpu()
-        finally:
-            for m, value in switches: m.noise_mean = value
     return samples, labels
 
 def write_samples(samples: Tensor, labels: Tensor | None, shape, bins: int | None, path: Path, nrow: int | None = None,

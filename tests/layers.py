@@ -94,61 +94,61 @@ def make_input(kind, batch, features, dtype, seed=0):
 
 
 # ---------------------------------------------------------------- surjections
-# name -> (factory, input maker(batch, dtype), exact, round trip: 'right' | 'left' | None (stochastic inverse))
+# name -> (factory, input maker(batch, dtype), exact); which round trip holds is the layer's own declaration, `stochastic`
 def vec(d): return lambda b, dt: torch.randn(b, d, dtype=dt)
 def img(c, h, w): return lambda b, dt: torch.randn(b, c, h, w, dtype=dt)
 def levels(shape, bins): return lambda b, dt: torch.randint(0, bins, (b, *shape)).to(dt)
 
 SURJECTIONS = {
-    'Slice': (lambda: S.Slice(4, 2, hidden_features=8), vec(4), True, 'right'),
-    'Slice-conv': (lambda: S.Slice(3, 1, hidden_features=4, conv=True), img(3, 4, 4), True, 'right'),
-    'Augment': (lambda: S.Augment(2, 5, hidden_features=8), vec(2), False, 'left'),
-    'Abs': (lambda: S.Abs(3, hidden_features=8), vec(3), True, 'right'),
-    'Sort': (lambda: S.Sort(4), vec(4), True, 'right'),
-    'Sort-learned': (lambda: S.Sort(4, learned=True, hidden_features=8), vec(4), True, 'right'),
-    'StochasticPermutation': (lambda: S.StochasticPermutation(3), vec(3), False, None),
-    'MaxPool2d': (lambda: S.MaxPool2d(2, 2, hidden_channels=4), img(2, 4, 6), True, 'right'),
-    'VAE': (lambda: S.VAE(4, 2, hidden_features=8), vec(4), False, None),
-    'UniformDequantization': (lambda: S.UniformDequantization(16, shape=(1, 3, 3)), levels((1, 3, 3), 16), False, 'left'),
-    'VariationalDequantization': (lambda: S.VariationalDequantization((1, 3, 3), bins=16, hidden_features=4), levels((1, 3, 3), 16), False, 'left'),
-    'FlowLinear-reduce': (lambda: FL.FlowLinear(5, 2, hidden_features=8), vec(5), True, 'right'),
-    'FlowLinear-increase': (lambda: FL.FlowLinear(2, 5), vec(2), False, 'left'),
-    'FlowConv2d-exact': (lambda: FL.FlowConv2d(2, 3, 2, stride=2, hidden_channels=4), img(2, 4, 4), True, 'right'),
-    'FlowConv2d-bound': (lambda: FL.FlowConv2d(1, 9, 3, padding=1), img(1, 4, 4), False, 'left'),
-    'FlowPad2d': (lambda: FL.FlowPad2d(2, (0, 1, 0, 1)), img(2, 3, 3), False, 'left'),
+    'Slice': (lambda: S.Slice(4, 2, hidden_features=8), vec(4), True),
+    'Slice-conv': (lambda: S.Slice(3, 1, hidden_features=4, conv=True), img(3, 4, 4), True),
+    'Augment': (lambda: S.Augment(2, 5, hidden_features=8), vec(2), False),
+    'Abs': (lambda: S.Abs(3, hidden_features=8), vec(3), True),
+    'Sort': (lambda: S.Sort(4), vec(4), True),
+    'Sort-learned': (lambda: S.Sort(4, learned=True, hidden_features=8), vec(4), True),
+    'StochasticPermutation': (lambda: S.StochasticPermutation(3), vec(3), False),
+    'MaxPool2d': (lambda: S.MaxPool2d(2, 2, hidden_channels=4), img(2, 4, 6), True),
+    'VAE': (lambda: S.VAE(4, 2, hidden_features=8), vec(4), False),
+    'UniformDequantization': (lambda: S.UniformDequantization(16, shape=(1, 3, 3)), levels((1, 3, 3), 16), False),
+    'VariationalDequantization': (lambda: S.VariationalDequantization((1, 3, 3), bins=16, hidden_features=4), levels((1, 3, 3), 16), False),
+    'FlowLinear-reduce': (lambda: FL.FlowLinear(5, 2, hidden_features=8), vec(5), True),
+    'FlowLinear-increase': (lambda: FL.FlowLinear(2, 5), vec(2), False),
+    'FlowConv2d-exact': (lambda: FL.FlowConv2d(2, 3, 2, stride=2, hidden_channels=4), img(2, 4, 4), True),
+    'FlowConv2d-bound': (lambda: FL.FlowConv2d(1, 9, 3, padding=1), img(1, 4, 4), False),
+    'FlowPad2d': (lambda: FL.FlowPad2d(2, (0, 1, 0, 1)), img(2, 3, 3), False),
     # stride > kernel: the pixels between patches are read by no patch and dropped with a learned Gaussian (exact)
-    'FlowConv2d-gaps': (lambda: FL.FlowConv2d(2, 1, 1, stride=2, hidden_channels=4), img(2, 5, 5), True, 'right'),
-    'FlowConv2d-gaps-square': (lambda: FL.FlowConv2d(1, 4, 2, stride=3), img(1, 8, 8), True, 'right'),
+    'FlowConv2d-gaps': (lambda: FL.FlowConv2d(2, 1, 1, stride=2, hidden_channels=4), img(2, 5, 5), True),
+    'FlowConv2d-gaps-square': (lambda: FL.FlowConv2d(1, 4, 2, stride=3), img(1, 8, 8), True),
     # patches overlap along the height and leave gaps along the width: a bound whose inverse samples the gaps
-    'FlowConv2d-gaps-overlap': (lambda: FL.FlowConv2d(1, 3, (3, 1), stride=(1, 2)), img(1, 5, 5), False, None),
-    'MLPFunnel': (lambda: FU.MLPFunnel(5, 2, hidden_features=8), vec(5), True, 'right'),
-    'MLPFunnel-spline': (lambda: FU.MLPFunnel(4, 3, hidden_features=8, transform='spline'), vec(4), True, 'right'),
-    'ConvFunnel': (lambda: FU.ConvFunnel(3, 2, 3, hidden_channels=4), img(3, 5, 4), True, 'right'),
-    'ConvFunnel-k1': (lambda: FU.ConvFunnel(3, 1, 1, hidden_channels=4), img(3, 2, 2), True, 'right'),
-    'StridedConvFunnel': (lambda: FU.StridedConvFunnel(2, 2, hidden_features=8, num_layers=2), img(2, 4, 6), True, 'right'),
-    'LinearFunnel': (lambda: FU.LinearFunnel(5, 2, hidden_features=8, num_layers=2), vec(5), True, 'right'),
-    'StridedConvFunnel-rect': (lambda: FU.StridedConvFunnel(3, (1, 3), hidden_features=8, num_layers=1), img(3, 2, 6), True, 'right'),
-    'LCMASplit': (lambda: DRF.LCMASplit(5, 2, hidden_features=8).fit(torch.randn(5)), vec(5), True, 'right'),
-    'LCMASplit-conv': (lambda: DRF.LCMASplit((4, 3, 2), 1, hidden_features=4).fit(torch.randn(4, 3, 2)), img(4, 3, 2), True, 'right'),
-    'LCMASplit-static': (lambda: DRF.LCMASplit(3, 2, hidden_features=8), vec(3), True, 'right'),
+    'FlowConv2d-gaps-overlap': (lambda: FL.FlowConv2d(1, 3, (3, 1), stride=(1, 2)), img(1, 5, 5), False),
+    'MLPFunnel': (lambda: FU.MLPFunnel(5, 2, hidden_features=8), vec(5), True),
+    'MLPFunnel-spline': (lambda: FU.MLPFunnel(4, 3, hidden_features=8, transform='spline'), vec(4), True),
+    'ConvFunnel': (lambda: FU.ConvFunnel(3, 2, 3, hidden_channels=4), img(3, 5, 4), True),
+    'ConvFunnel-k1': (lambda: FU.ConvFunnel(3, 1, 1, hidden_channels=4), img(3, 2, 2), True),
+    'StridedConvFunnel': (lambda: FU.StridedConvFunnel(2, 2, hidden_features=8, num_layers=2), img(2, 4, 6), True),
+    'LinearFunnel': (lambda: FU.LinearFunnel(5, 2, hidden_features=8, num_layers=2), vec(5), True),
+    'StridedConvFunnel-rect': (lambda: FU.StridedConvFunnel(3, (1, 3), hidden_features=8, num_layers=1), img(3, 2, 6), True),
+    'LCMASplit': (lambda: DRF.LCMASplit(5, 2, hidden_features=8).fit(torch.randn(5)), vec(5), True),
+    'LCMASplit-conv': (lambda: DRF.LCMASplit((4, 3, 2), 1, hidden_features=4).fit(torch.randn(4, 3, 2)), img(4, 3, 2), True),
+    'LCMASplit-static': (lambda: DRF.LCMASplit(3, 2, hidden_features=8), vec(3), True),
 }
 # issue 20: nn.AvgPool2d, flowified as a FlowConv2d with a fixed averaging kernel: exact (stride = kernel), and a bound
 # (overlapping, zero padding counted in the average); built through flowify, the only way users get them
 def _avg_pool(*args, input_shape, **kwargs): return FL.flowify(torch.nn.AvgPool2d(*args, **kwargs), input_shape=input_shape)[0]
 SURJECTIONS.update({
-    'FlowConv2d-avgpool': (lambda: _avg_pool(2, input_shape=(2, 4, 6)), img(2, 4, 6), True, 'right'),
-    'FlowConv2d-avgpool-bound': (lambda: _avg_pool(3, stride=1, padding=1, input_shape=(1, 4, 4)), img(1, 4, 4), False, None),
+    'FlowConv2d-avgpool': (lambda: _avg_pool(2, input_shape=(2, 4, 6)), img(2, 4, 6), True),
+    'FlowConv2d-avgpool-bound': (lambda: _avg_pool(3, stride=1, padding=1, input_shape=(1, 4, 4)), img(1, 4, 4), False),
 })
 
 
 def build_surjection(name, batch, dtype, seed=0):
     "The registered surjection, its parameters moved off initialisation, and an input batch"
     torch.manual_seed(seed)
-    factory, make, exact, trip = SURJECTIONS[name]
+    factory, make, exact = SURJECTIONS[name]
     layer = factory().to(dtype)
     with torch.no_grad():
         for p in layer.parameters(): p.add_(torch.randn_like(p) * 0.1)
-    return layer, make(batch, dtype), exact, trip
+    return layer, make(batch, dtype), exact, layer.stochastic
 
 
 # ---------------------------------------------------------------- normalisation: every layer inside a 1-D or 2-D flow

@@ -41,7 +41,7 @@ def test_check_normalized_catches_wrong_ldj():
 def test_check_iw_bound_catches_a_bound_above_the_exact_value():
     class Overconfident(Surjection):
         "A 'bounded' layer whose contribution is too large by 1 nat: the bound would exceed log p"
-        exact = False
+        exact, stochastic = False, 'forward'
         def forward(self, x, context=None): return x, x.new_ones(x.shape[0])
         def inverse(self, z, context=None): return z
     flow = Flow(StandardNormal(1), [Overconfident()]).double()
@@ -71,7 +71,7 @@ def test_two_d_flow_of_bijections_is_normalized_and_has_correct_logdet():
 
 def test_check_normalized_on_a_bounded_flow_uses_importance_sampling():
     class Augment(Surjection):
-        exact = False
+        exact, stochastic = False, 'forward'
         def forward(self, x, context=None):
             u = torch.randn_like(x) * 1.5
             q = torch.distributions.Normal(0., 1.5)

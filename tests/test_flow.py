@@ -11,7 +11,7 @@ from flownb.bijections import AffineCoupling, ActNorm, RQSpline, Permutation, Lo
 
 class NoisyAugment(Surjection):
     "Append u ~ N(0, s^2): contribution -log q(u); with a 2-D standard normal base the exact marginal is N(0,1)"
-    exact = False
+    exact, stochastic = False, 'forward'
     def __init__(self, s): super().__init__(); self.s = s
     def forward(self, x, context=None):
         u = torch.randn_like(x) * self.s

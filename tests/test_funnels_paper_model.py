@@ -9,7 +9,7 @@ from flownb.bijections import ActNorm, Conv1x1, SplineCoupling, Squeeze
 from flownb.flowify import Flatten
 from flownb.flowify_conv import FlowPad2d
 from flownb.funnels import StridedConvFunnel
-from flownb.surjections import UniformDequantization
+from flownb.dequantization import UniformDequantization
 
 
 def _level(c, funnel):

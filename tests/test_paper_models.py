@@ -8,7 +8,7 @@ import torch
 from flownb.models import create_model, continuous_part_exact, latent_shape, FLOWIFICATION_RECIPE, paper_spline
 from flownb.bijections import RQSpline, SplineCoupling, Permutation
 from flownb.flowify import FlowLinear, FlowConv2d, FlowPad2d, Flatten
-from flownb.surjections import UniformDequantization
+from flownb.dequantization import UniformDequantization
 
 S = 'S'
 P = ('pad', (0, 1, 0, 1))   # one row at the bottom, one column on the right: the official "just enough for the stride"

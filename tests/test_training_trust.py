@@ -286,7 +286,7 @@ USER_MODULE = '''
     from flownb.distributions import StandardNormal
     from flownb.bijections import ActNorm, Logit
     from flownb.flowify import Flatten
-    from flownb.surjections import UniformDequantization
+    from flownb.dequantization import UniformDequantization
     from flownb.models import register_model
 
     @register_model('my-gaussian', 'a user-defined model', recipe={'batch_size': 256, 'epochs': 2})

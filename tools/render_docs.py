@@ -9,7 +9,7 @@ Steps: nbdev's own notebook processing (`proc_nbs`, the same pre-processing `nbd
 mkdocs-material and mkdocs-jupyter (outputs as committed, no execution). MathJax is served from the site itself (copied
 from the `jupyter-server-mathjax` package), so math renders offline. Users with Quarto can use `nbdev_docs` instead.
 """
-import argparse, json, re, shutil, subprocess, sys
+import argparse, html, json, re, shutil, subprocess, sys
 from pathlib import Path
 
 import nbformat
@@ -101,6 +101,71 @@ def nav_title(meta: dict, name: str) -> str:
     return meta.get('title', name)
 
 
+HEADING = re.compile(r'<h([1-6]) id="([^"]*)">(.*?)</h\1>', re.S)
+HREF = re.compile(r'href="([^"#:]*\.html)?#([^"]*)"')
+
+
+def _toc_slug(inner: str) -> str:
+    "The anchor mkdocs' table of contents gives a heading: its text without code, slugified"
+    from markdown.extensions.toc import slugify
+    inner = re.sub(r'<a class="anchor-link".*?</a>', '', inner, flags=re.S)
+    inner = re.sub(r'<code>.*?</code>', '', inner, flags=re.S)
+    return slugify(html.unescape(re.sub(r'<[^>]+>', '', inner)), '-')
+
+
+def _fix_headings(text: str) -> tuple[str, set]:
+    """Make the heading ids of one page unique (nbconvert repeats them) and point the table of contents at them (its
+    slugs drop code, so `Tests: from an nn.Linear` is `#tests-from-an` there); returns the page and its ids"""
+    from markdown.extensions.toc import unique
+    seen, used, toc_to_id = {}, set(), {}
+    def heading(m):
+        level, hid, inner = m.groups()
+        n = seen.get(hid, 0); seen[hid] = n + 1
+        new = hid if n == 0 else f'{hid}_{n}'
+        toc_to_id.setdefault(unique(_toc_slug(inner), used), new)
+        inner = inner.replace(f'class="anchor-link" href="#{hid}"', f'class="anchor-link" href="#{new}"')
+        return f'<h{level} id="{new}">{inner}</h{level}>'
+    text = HEADING.sub(heading, text)
+    ids = set(re.findall(r'\bid="([^"]*)"', text))
+    def toc(m):
+        anchor = m.group(1)
+        return f'href="#{toc_to_id.get(anchor, anchor) if anchor not in ids else anchor}" class="md-nav__link'
+    return re.sub(r'href="#([^"]*)" class="md-nav__link', toc, text), ids
+
+
+def _repository_links(text: str, site: Path, repo_url: str) -> str:
+    "Links to repository files the site does not carry (e.g. `bench/results/*.md`) point at the repository instead"
+    def link(m):
+        target = m.group(1)
+        if (site / target).exists() or not (ROOT / target).is_file(): return m.group(0)
+        return f'href="{repo_url.rstrip("/")}/blob/main/{target}"'
+    return re.sub(r'href="((?:bench|tools|tests|nbs)/[^"#:?]+)"', link, text)
+
+
+def fix_links(site: Path, repo_url: str = '') -> int:
+    """Repair what the site generators get wrong, so that `tools/check_links.py` passes: duplicate heading ids and the
+    table of contents' anchors, doc links to `Class.method` (ids drop the dot) or to private names (no entry: link the
+    page), and the root-absolute asset paths of `404.html` (they break below a base URL). Returns the links changed."""
+    pages = {p: p.read_text() for p in site.glob('*.html')}
+    ids = {}
+    for p, text in pages.items(): pages[p], ids[p.name] = _fix_headings(text)
+    changed = 0
+    for p, text in pages.items():
+        def link(m):
+            nonlocal changed
+            target, anchor = m.group(1) or '', m.group(2)
+            page_ids = ids.get(target or p.name)
+            if page_ids is None or anchor in page_ids: return m.group(0)
+            changed += 1
+            if anchor.replace('.', '') in page_ids: return f'href="{target}#{anchor.replace(".", "")}"'
+            return f'href="{target or p.name}"'
+        text = HREF.sub(link, text)
+        if p.name == '404.html': text = re.sub(r'(href|src)="/(?!/)', r'\1="', text)
+        if repo_url: text = _repository_links(text, site, repo_url)
+        p.write_text(text)
+    return changed
+
+
 def write_mkdocs_yml(pages: list[tuple[str, str]], cfg) -> Path:
     config = {
         'site_name': cfg['title'], 'site_description': cfg['description'],
@@ -155,6 +220,7 @@ def main():
     config = write_mkdocs_yml(pages, cfg)
     subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--clean', '--quiet', '-f', str(config)], cwd=ROOT, check=True)
     (SITE / '.nojekyll').touch()
+    fix_links(SITE, cfg['git_url'])
     if readme is not None:
         text, path = readme_from(readme), ROOT / 'README.md'
         if args.check and path.read_text() != text:
