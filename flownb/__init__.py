@@ -12,11 +12,12 @@ from .core import Transform, Bijection, Surjection, Compose, Flow, bits_per_dim,
 from .nn import mlp, conv_net
 from .distributions import StandardNormal, DiagonalNormal, ConditionalNormal, ConditionalDiagonalNormal
 from .checks import check_inverse, check_logdet, check_normalized, check_iw_bound
-from .bijections import LeakyReLU, RQSpline, ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Permutation, Squeeze, Reshape, Logit
-from .flowify import PReLU, Flatten, FlowLinear, FlowConv2d, FlowPad2d, FlowBatchNorm, Tanh, Sigmoid, ELU
+from .bijections import (LeakyReLU, PReLU, RQSpline, ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Permutation, Squeeze,
+                               Reshape, Flatten, Logit)
+from .flowify import FlowLinear, FlowConv2d, FlowPad2d, FlowBatchNorm, Tanh, Sigmoid, ELU
 from .surjections import Slice, Augment, Abs, Log, Sort, SortedToReal, StochasticPermutation, MaxPool2d, VAE
 from .dequantization import UniformDequantization, VariationalDequantization
-from .funnels import MLPFunnel, LinearFunnel, ConvFunnel, StridedConvFunnel
+from .funnels import CouplingFunnel, LinearFunnel, CroppingConvFunnel, StridedConvFunnel, MLPFunnel, ConvFunnel
 from .drf import LowDimPrior, LCMASplit, fit_lcma
 from .data import DensityData, load_data, split_validation
 from .models import MODELS, register_model, create_model
@@ -40,6 +41,6 @@ __all__ = ['train', 'flowify', 'Transform', 'Bijection', 'Surjection', 'Compose'
            'LeakyReLU', 'RQSpline', 'ActNorm', 'AffineCoupling', 'SplineCoupling', 'Conv1x1', 'Permutation', 'Squeeze', 'Reshape', 'Logit',
            'PReLU', 'Flatten', 'FlowLinear', 'FlowConv2d', 'FlowPad2d', 'FlowBatchNorm', 'Tanh', 'Sigmoid', 'ELU',
            'Slice', 'Augment', 'Abs', 'Log', 'Sort', 'SortedToReal', 'StochasticPermutation', 'MaxPool2d', 'VAE',
-           'UniformDequantization', 'VariationalDequantization', 'MLPFunnel', 'LinearFunnel', 'ConvFunnel', 'StridedConvFunnel', 'LowDimPrior', 'LCMASplit', 'fit_lcma',
+           'UniformDequantization', 'VariationalDequantization', 'CouplingFunnel', 'LinearFunnel', 'CroppingConvFunnel', 'StridedConvFunnel', 'LowDimPrior', 'LCMASplit', 'fit_lcma',
            'DensityData', 'load_data', 'split_validation', 'MODELS', 'register_model', 'create_model',
            'TrainConfig', 'evaluate', 'classify', 'load_checkpoint', 'model_from_checkpoint', 'draw_samples']

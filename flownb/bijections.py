@@ -12,12 +12,12 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from fastcore.basics import store_attr
 
-from .core import Bijection, check_input, check_sizes, check_positive, checks_active, sum_per_sample, features_pattern
+from .core import Bijection, check_sizes, check_positive, checks_active, sum_per_sample, features_pattern
 from .nn import mlp, conv_net, soft_clamp, with_context, context_input
 
 # %% auto #0
-__all__ = ['LeakyReLU', 'rational_quadratic_spline', 'packed_spline', 'RQSpline', 'ActNorm', 'AffineCoupling', 'SplineCoupling',
-           'Conv1x1', 'Permutation', 'Squeeze', 'Reshape', 'Logit']
+__all__ = ['LeakyReLU', 'PReLU', 'rational_quadratic_spline', 'packed_spline', 'RQSpline', 'ActNorm', 'AffineCoupling',
+           'SplineCoupling', 'Conv1x1', 'Permutation', 'Squeeze', 'Reshape', 'Flatten', 'Logit']
 
 # %% ../nbs/03_bijections.ipynb #63e44e47
 class LeakyReLU(Bijection):
@@ -42,17 +42,68 @@ class LeakyReLU(Bijection):
         check_positive('LeakyReLU', negative_slope=negative_slope)
         self.negative_slope = float(negative_slope)
 
+    def _name(self): return f'LeakyReLU({self.negative_slope:g})'
+
+    def _input_patterns(self, inverse: bool) -> list: return []
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'LeakyReLU({self.negative_slope:g})', x)
         negative = x < 0
         z = torch.where(negative, x * self.negative_slope, x)
         return z, sum_per_sample(negative.to(x.dtype)) * math.log(self.negative_slope)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'LeakyReLU({self.negative_slope:g}).inverse', z)
         return torch.where(z < 0, z / self.negative_slope, z)
 
     def extra_repr(self): return f'negative_slope={self.negative_slope:g}'
+
+# %% ../nbs/03_bijections.ipynb #a0197e5c
+class PReLU(Bijection):
+    """Parametric leaky ReLU with a learned positive slope per channel (or one shared slope), kept positive as $e^{\\theta}$.
+
+    Direction: data → latent, `(batch, channels, ...)` (or any `(batch, ...)` with one shared slope). Exact.
+
+    Arguments:
+        num_parameters: 1 for a shared slope, or the number of channels (dim 1).
+        init: initial slope, > 0.
+
+    Example:
+        >>> t = PReLU(3, init=0.25)
+        >>> z, ldj = t(torch.randn(4, 3))
+        >>> x = t.inverse(z)
+    """
+    def __init__(self, num_parameters: int = 1, init: float = 0.25):
+        super().__init__()
+        if not init > 0: raise ValueError(f"PReLU: init must be > 0 to be invertible, got {init}")
+        self.num_parameters = num_parameters
+        self.log_slope = nn.Parameter(torch.full((num_parameters,), math.log(init)))
+
+    @classmethod
+    def from_prelu(cls, prelu: nn.PReLU) -> 'PReLU':
+        "Flowified copy of `nn.PReLU`; its slopes must be positive"
+        w = prelu.weight.detach()
+        if not (w > 0).all():
+            raise TypeError(f"PReLU.from_prelu: nn.PReLU has slopes {w.flatten().tolist()[:4]}…; only slopes > 0 are invertible")
+        layer = cls(w.numel(), 1.0).to(w)
+        with torch.no_grad(): layer.log_slope.copy_(w.log())
+        return layer
+
+    def _slope(self, x: Tensor) -> Tensor:
+        log_a = self.log_slope
+        return log_a.reshape(1, -1, *([1] * (x.dim() - 2))) if self.num_parameters > 1 else log_a.reshape([1] * x.dim())
+
+    def _name(self): return f'PReLU({self.num_parameters})'
+
+    def _input_patterns(self, inverse: bool) -> list:
+        n = self.num_parameters
+        return [(n,), (n, 'height', 'width')] if n > 1 else []
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        log_a = self._slope(x)
+        negative = x < 0
+        return torch.where(negative, x * log_a.exp(), x), sum_per_sample(negative * log_a)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        return torch.where(z < 0, z * (-self._slope(z)).exp(), z)
 
 # %% ../nbs/03_bijections.ipynb #9ab1140e
 def _knots(raw: Tensor, bound: float, min_size: float) -> tuple[Tensor, Tensor]:
@@ -146,13 +197,10 @@ class RQSpline(Bijection):
 
     def _name(self): return f'RQSpline({self.features})'
 
+    def _input_patterns(self, inverse: bool) -> list: return [] if self.features is None else features_pattern(self.features)
+
     def _spline(self, x: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        if self.features is None:
-            check_input(self._name(), x)
-            shape = (1,) * x.dim()
-        else:
-            check_input(self._name(), x, *features_pattern(self.features))
-            shape = (1, self.features) + (1,) * (x.dim() - 2)
+        shape = (1,) * x.dim() if self.features is None else (1, self.features) + (1,) * (x.dim() - 2)
         p = [t.reshape(*shape, t.shape[-1]) for t in (self.raw_widths, self.raw_heights, self.raw_derivatives)]
         y, logd = rational_quadratic_spline(x, *p, bound=self.bound, inverse=inverse)
         return y, sum_per_sample(logd)
@@ -199,15 +247,15 @@ class ActNorm(Bijection):
         mean, std = x.mean(dims), x.std(dims).clamp(min=1e-6)
         self.log_scale.copy_(-std.log()); self.shift.copy_(-mean / std); self.initialized.fill_(True)
 
+    def _input_patterns(self, inverse: bool) -> list: return features_pattern(self.features)
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'ActNorm({self.features})', x, *features_pattern(self.features))
         if not torch.compiler.is_compiling() and not self.initialized: self._initialize(x)
         z = x * self.log_scale.exp().reshape(self._shape(x)) + self.shift.reshape(self._shape(x))
         spatial = x[0, 0].numel()
         return z, (self.log_scale.sum() * spatial).expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'ActNorm({self.features}).inverse', z, *features_pattern(self.features))
         return (z - self.shift.reshape(self._shape(z))) * (-self.log_scale).exp().reshape(self._shape(z))
 
 # %% ../nbs/03_bijections.ipynb #d6692962
@@ -238,6 +286,8 @@ class _Coupling(Bijection):
     def _conditioner(self, a, context):
         "The conditioner's output for the kept part (and the context)"
         return self.net(context_input(self._name(), a, context, self.context_features))
+
+    def _input_patterns(self, inverse: bool) -> list: return self._pattern()
 
     def _pattern(self): return [(self.features, 'height', 'width')] if self.conv else [(self.features,)]
 
@@ -274,13 +324,11 @@ class AffineCoupling(_Coupling):
         return soft_clamp(raw_scale, self.max_log_scale), shift
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(self._name(), x, *self._pattern())
         a, b = self._split(x)
         log_scale, shift = self._params(a, context)
         return self._join(a, b * log_scale.exp() + shift), sum_per_sample(log_scale)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(self._name() + '.inverse', z, *self._pattern())
         a, b = self._split(z)
         log_scale, shift = self._params(a, context)
         return self._join(a, (b - shift) * (-log_scale).exp())
@@ -319,7 +367,6 @@ class SplineCoupling(_Coupling):
         self.bins, self.bound = bins, bound
 
     def _spline(self, t: Tensor, context, inverse: bool) -> tuple[Tensor, Tensor]:
-        check_input(self._name() + ('.inverse' if inverse else ''), t, *self._pattern())
         a, b = self._split(t)
         raw = self._conditioner(a, context)                          # (batch, changed·(3K-1)[, H, W])
         raw = raw.reshape(raw.shape[0], self.changed, 3 * self.bins - 1, *raw.shape[2:]).movedim(2, -1)
@@ -373,13 +420,13 @@ class Conv1x1(Bijection):
     def _apply_matrix(self, x, w):
         return x @ w.T if x.dim() == 2 else torch.einsum('ij,bj...->bi...', w, x)
 
+    def _input_patterns(self, inverse: bool) -> list: return features_pattern(self.channels)
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'Conv1x1({self.channels})', x, *features_pattern(self.channels))
         spatial = x[0, 0].numel()
         return self._apply_matrix(x, self.weight()), (self.log_diag.sum() * spatial).expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'Conv1x1({self.channels}).inverse', z, *features_pattern(self.channels))
         return self._apply_matrix(z, torch.linalg.inv(self.weight()))
 
 # %% ../nbs/03_bijections.ipynb #95706bc0
@@ -410,12 +457,12 @@ class Permutation(Bijection):
         self.register_buffer('perm', perm)
         self.register_buffer('inverse_perm', torch.argsort(perm))
 
+    def _input_patterns(self, inverse: bool) -> list: return features_pattern(self.features)
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'Permutation({self.features})', x, *features_pattern(self.features))
         return x[:, self.perm], x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'Permutation({self.features}).inverse', z, *features_pattern(self.features))
         return z[:, self.inverse_perm]
 
 # %% ../nbs/03_bijections.ipynb #652c4202
@@ -436,14 +483,16 @@ class Squeeze(Bijection):
         check_sizes('Squeeze', 2, factor=factor)
         self.factor = factor
 
+    def _name(self): return f'Squeeze({self.factor})'
+
+    def _input_patterns(self, inverse: bool) -> list: return [('channels', 'height', 'width')]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'Squeeze({self.factor})', x, ('channels', 'height', 'width'))
         if x.shape[2] % self.factor or x.shape[3] % self.factor:
             raise ValueError(f"Squeeze({self.factor}): height and width must be divisible by {self.factor}, got {tuple(x.shape)}")
         return F.pixel_unshuffle(x, self.factor), x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'Squeeze({self.factor}).inverse', z, ('channels', 'height', 'width'))
         if z.shape[1] % self.factor ** 2:
             raise ValueError(f"Squeeze({self.factor}).inverse: channels must be divisible by {self.factor ** 2}, got {tuple(z.shape)}")
         return F.pixel_shuffle(z, self.factor)
@@ -469,13 +518,44 @@ class Reshape(Bijection):
         if math.prod(self.in_shape) != math.prod(self.out_shape):
             raise ValueError(f"Reshape: {self.in_shape} has {math.prod(self.in_shape)} elements but {self.out_shape} has {math.prod(self.out_shape)}")
 
+    def _name(self): return f'Reshape({self.in_shape}→{self.out_shape})'
+
+    def _input_patterns(self, inverse: bool) -> list: return [self.out_shape] if inverse else [self.in_shape]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'Reshape({self.in_shape}→{self.out_shape})', x, self.in_shape)
         return x.reshape(x.shape[0], *self.out_shape), x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'Reshape({self.in_shape}→{self.out_shape}).inverse', z, self.out_shape)
         return z.reshape(z.shape[0], *self.in_shape)
+
+# %% ../nbs/03_bijections.ipynb #7bcb2384
+class Flatten(Bijection):
+    """Flatten the event to a vector, `(batch, *event_shape)` → `(batch, prod(event_shape))`. Exact, `ldj = 0`.
+
+    Arguments:
+        event_shape: the shape to restore in `inverse` (e.g. `(1, 28, 28)`); `flowify` fills it from `input_shape`.
+
+    Example:
+        >>> t = Flatten((1, 8, 8))
+        >>> z, ldj = t(torch.randn(2, 1, 8, 8))   # z: (2, 64)
+    """
+    def __init__(self, event_shape: Sequence[int] | None = None):
+        super().__init__()
+        self.event_shape = None if event_shape is None else tuple(event_shape)
+
+    def _name(self): return 'Flatten' if self.event_shape is None else f'Flatten({self.event_shape})'
+
+    def _input_patterns(self, inverse: bool) -> list | None:
+        if self.event_shape is None: return None if inverse else []   # the inverse explains itself: nothing to restore
+        return [(math.prod(self.event_shape),)] if inverse else [self.event_shape]
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return x.reshape(x.shape[0], -1), x.new_zeros(x.shape[0])
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        if self.event_shape is None:
+            raise ValueError("Flatten.inverse: the event shape to restore is unknown; build Flatten(event_shape) or call flowify(module, input_shape=...)")
+        return z.reshape(z.shape[0], *self.event_shape)
 
 # %% ../nbs/03_bijections.ipynb #23991ef1
 class Logit(Bijection):
@@ -498,9 +578,12 @@ class Logit(Bijection):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < 0.5: raise ValueError(f"Logit: alpha must be in [0, 0.5), got {alpha}")
         self.alpha = float(alpha)
 
+    def _name(self): return f'Logit(alpha={self.alpha:g})'
+
+    def _input_patterns(self, inverse: bool) -> list: return []
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        name = f'Logit(alpha={self.alpha:g})'
-        check_input(name, x)
+        name = self._name()
         if checks_active(x):
             lo, hi = x.min().item(), x.max().item()
             if (self.alpha == 0 and (lo <= 0 or hi >= 1)) or lo < 0 or hi > 1:
@@ -512,5 +595,4 @@ class Logit(Bijection):
         return z, ldj
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'Logit(alpha={self.alpha:g}).inverse', z)
         return (torch.sigmoid(z) - self.alpha) / (1 - 2 * self.alpha)

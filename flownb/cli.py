@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 from fastcore.script import Param, anno_parser, store_true
 
-from .data import load_data, DataError, DATASETS
+from .data import load_data, dataset_shape, DataError, DATASETS
 from .models import MODELS, create_model, continuous_part_exact, num_parameters, latent_shape
 from .train import (TrainConfig, train, evaluate, classify, model_from_checkpoint, resolve_checkpoint, resolve_device, import_modules,
-                          draw_samples, write_samples, CheckpointError, NonFiniteLossError, RunFolderError)
+                          draw_samples, write_samples, CheckpointError, NonFiniteLossError, RunFolderError,
+                          OUTLIER_KINDS, outliers, ood_scores, write_ood_histogram)
 
 # %% auto #0
 __all__ = ['COMMANDS', 'USER_ERRORS', 'train_cmd', 'eval_cmd', 'sample_cmd', 'models_cmd', 'error_line', 'main', 'cli']
@@ -97,11 +98,16 @@ def eval_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, nar
              data_dir: Param("folder with the dataset's files, if not where training found them", str) = None,
              batch_size: Param("evaluation batch size", int) = 500,
              device: Param("'auto', 'cpu', 'cuda' or 'cuda:N'", str) = 'auto',
+             ood: Param(f"anomaly detection: score the split against outliers, one of {', '.join(OUTLIER_KINDS)} (made from the test split) or a dataset name (e.g. fashion-mnist, digits)", str) = None,
+             ood_dir: Param("folder with the --ood dataset's files", str) = None,
+             ood_out: Param("where the --ood histogram goes (default: ood-NAME.png in the run folder)", str) = None,
              imports: Param("module(s) registering your own models, comma-separated", str) = None):
-    "Bits/dim of a trained model on the test (or validation) split: ELBO, or the IW bound with --k; for a class-conditional model, given the label, and Bayes' rule's accuracy"
+    "Bits/dim of a trained model on the test (or validation) split: ELBO, or the IW bound with --k; for a class-conditional model, given the label, and Bayes' rule's accuracy; with --ood, the AUROC of bits/dim against outliers"
     if k < 0: raise ValueError(f"--k must be >= 0, got {k}")
     if batch_size < 1: raise ValueError(f"--batch-size must be positive, got {batch_size}")
     if split not in ('test', 'valid'): raise ValueError(f"--split must be 'test' or 'valid', got {split!r}")
+    if ood is not None and ood not in OUTLIER_KINDS and ood not in DATASETS:
+        raise ValueError(f"--ood must be one of {', '.join(OUTLIER_KINDS)} or a dataset name ({', '.join(DATASETS)}); got {ood!r}")
     path, flow, state, device = _checkpoint_of(run, checkpoint, imports, device)
     cfg = state['config']
     data = load_data(cfg['data'], data_dir or cfg.get('data_dir'), seed=cfg.get('seed', 0))
@@ -117,6 +123,22 @@ def eval_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, nar
     if conditional:
         prior = torch.bincount(data.train_labels.long(), minlength=flow.context_features).double()
         _print_classification(classify(flow, x, labels, prior, batch_size, device=device, seed=cfg.get('seed', 0) + 30_000), 'bits/dim', split)
+    if ood is not None: _anomaly_detection(flow, data, x, split, ood, ood_dir, ood_out, path, cfg, batch_size, k, device)
+
+def _anomaly_detection(flow, data, x, split, ood, ood_dir, ood_out, path, cfg, batch_size, k, device):
+    "`flownb eval --ood`: the AUROC of bits/dim between the split and the outliers, and their histogram"
+    if flow.context_features:
+        raise ValueError("--ood: the model is class-conditional; anomaly scores need p(x) (the mixture over classes), which --ood does "
+                         "not compute; train a model without --conditional")
+    other = None if ood in OUTLIER_KINDS else load_data(ood, ood_dir, seed=cfg.get('seed', 0))
+    x_out, what = outliers(data, ood, other, seed=cfg.get('seed', 0))
+    torch.manual_seed(cfg.get('seed', 0) + 50_000)
+    r = ood_scores(flow, x, x_out, batch_size, k=k if k > 1 and not flow.exact else None, device=device)
+    out = Path(ood_out) if ood_out else path.parent / f'ood-{ood}.png'
+    write_ood_histogram(r, out, (f"{cfg['data']} {split}", what), cfg['model'])
+    print(f"anomaly detection with {cfg['model']} ({r['kind']} bits/dim as the score): AUROC {r['auroc']:.4f}; "
+          f"in: {cfg['data']} {split}, {len(x):,} samples, median {r['bits_in'].median():.3f} bits/dim; "
+          f"out: {what}, {len(x_out):,} samples, median {r['bits_out'].median():.3f}; histogram: {out}")
 
 def sample_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, nargs='?') = 'runs/latest',
                checkpoint: Param("in a run folder: 'best' (best.pt), 'latest' (checkpoint.pt) or a file", str) = 'best',
@@ -150,9 +172,7 @@ def sample_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, n
 def models_cmd(data: Param("dataset whose shape the models are built for", str) = 'digits',
                data_dir: Param("folder with the dataset's files", str) = None):
     "List the registered models with their parameter counts, latent sizes, whether their likelihood is exact, and their recipes"
-    shapes = {'digits': ((1, 8, 8), 17), 'mnist': ((1, 28, 28), 256), 'fashion-mnist': ((1, 28, 28), 256), 'cifar10': ((3, 32, 32), 256)}
-    if data not in DATASETS: raise DataError(f"unknown dataset {data!r}; choose from {', '.join(DATASETS)}")
-    shape, bins = shapes.get(data, ((2,), None))
+    shape, bins = dataset_shape(data)
     print(f"models for {data} {shape}:")
     print(f"  {'name':22} {'parameters':>11} {'latent':>7}  {'likelihood':10} description")
     for name, spec in MODELS.items():

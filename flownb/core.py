@@ -158,9 +158,12 @@ def _check_call(layer: 'Transform', x, context, direction: str) -> None:
 
 def _under_contract(method, direction: str):
     "Wrap a subclass's `forward` or `inverse` so the contract's checks run first"
+    inverse = direction == 'inverse'
     @functools.wraps(method)
     def checked(self, x, context=None, *args, **kwargs):
         _check_call(self, x, context, direction)
+        patterns = self._input_patterns(inverse)
+        if patterns is not None: check_input(_layer_name(self) + ('.inverse' if inverse else ''), x, *patterns)
         return method(self, x, context, *args, **kwargs)
     checked._flownb_contract = True
     return checked
@@ -180,6 +183,12 @@ class Transform(nn.Module):
             method = cls.__dict__.get(direction)
             if callable(method) and not getattr(method, '_flownb_contract', False):
                 setattr(cls, direction, _under_contract(method, direction))
+
+    def _input_patterns(self, inverse: bool) -> list | None:
+        """The event shapes `forward`'s input (`inverse=False`) or `inverse`'s may have, as `check_input` patterns (`[]`:
+        any shape). The contract checks them before the layer's code runs and names the layer, and `.inverse`, in the
+        message; a layer declares them once here instead of checking in each direction. None: the layer checks itself."""
+        return None
 
     def _name(self) -> str:
         "How messages name this layer, e.g. `ActNorm(4)`; layers with more to say override it"

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 # %% auto #0
 __all__ = ['TOYS', 'TABULAR', 'DATASETS', 'DensityData', 'load_digits_data', 'DataError', 'cache_dir', 'load_torchvision_images',
-           'toy_data', 'load_tabular', 'load_sklearn_tabular', 'split_validation', 'load_data', 'grid_scale',
-           'image_grid', 'save_image_grid']
+           'toy_data', 'load_tabular', 'load_sklearn_tabular', 'split_validation', 'load_data', 'dataset_shape',
+           'grid_scale', 'image_grid', 'save_image_grid']
 
 # %% ../nbs/11_data.ipynb #dfeae89f
 @dataclass
@@ -466,6 +466,18 @@ def load_data(name: str = 'digits', data_dir: str | Path | None = None, download
                            note=f'toy density, {toy_size:,} train / {toy_size // 4:,} test samples')
     else: raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     return split_validation(data, seed) if validation else data
+
+# %% ../nbs/11_data.ipynb #c7c6e983
+_IMAGE_SHAPES = {'digits': ((1, 8, 8), 17), 'mnist': ((1, 28, 28), 256), 'fashion-mnist': ((1, 28, 28), 256), 'cifar10': ((3, 32, 32), 256)}
+_SKLEARN_FEATURES = {'wine': 13, 'breast-cancer': 30}
+
+def dataset_shape(name: str) -> tuple[tuple[int, ...], int | None]:
+    "A dataset's event shape and number of levels (None: continuous) without loading it, e.g. to size models for it"
+    if name in _IMAGE_SHAPES: return _IMAGE_SHAPES[name]
+    if name in TABULAR: return (TABULAR[name],), None
+    if name in _SKLEARN_FEATURES: return (_SKLEARN_FEATURES[name],), None
+    if name in TOYS: return (2,), None
+    raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
 
 # %% ../nbs/11_data.ipynb #c72f3411
 def grid_scale(width: int, nrow: int = 8, min_pixels: int = 280) -> int:

@@ -12,7 +12,7 @@ from torch import nn, Tensor
 import torch.distributions as D
 import torch.nn.functional as F
 
-from .core import Surjection, check_input, check_sizes, checks_active, sum_per_sample
+from .core import Surjection, check_sizes, checks_active, sum_per_sample
 from .distributions import ConditionalNormal
 
 # %% auto #0
@@ -68,6 +68,9 @@ class UniformDequantization(Surjection):
         "(u, log q(u|x)) for uniform noise"
         return torch.rand(x.shape, dtype=self._zero.dtype, device=x.device), self._zero.new_zeros(x.shape[0])
 
+    def _input_patterns(self, inverse: bool) -> list | None:
+        return ([tuple(self.shape)] if self.shape is not None else []) if inverse else None
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         _check_levels(self._name(), x, self.bins, self.shape)
         x = x.to(self._zero.dtype)
@@ -75,7 +78,6 @@ class UniformDequantization(Surjection):
         return (x + u) / self.bins, -log_q - x[0].numel() * math.log(self.bins)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'{self._name()}.inverse', z, *([tuple(self.shape)] if self.shape is not None else []))
         return torch.floor(z * self.bins).clamp(0, self.bins - 1)
 
 # %% ../nbs/08_dequantization.ipynb #487e6954

@@ -177,14 +177,15 @@ class LCMASplit(Surjection):
         mask = torch.zeros(self.shape, dtype=torch.bool, device=self.order.device)
         return mask.scatter_(0, self.order[:self.keep], True)
 
+    def _input_patterns(self, inverse: bool) -> list | None:
+        return [(self.keep,) + self.shape[1:]] if inverse else [self.shape]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(self._name(), x, self.shape)
         h = x.gather(1, self.order.expand(x.shape))
         z, dropped = h[:, :self.keep], h[:, self.keep:]
         return z, self.dropped.log_prob(dropped, z, context)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(self._name() + '.inverse', z, (self.keep,) + self.shape[1:])
         dropped = self.dropped.draw(z, context, mean=self.noise_mean)
         h = torch.cat([z, dropped], 1)
         return torch.empty_like(h).scatter_(1, self.order.expand(h.shape), h)

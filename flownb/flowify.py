@@ -17,65 +17,16 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.utils import _pair
 
-from .core import Transform, Bijection, Compose, check_input, check_sizes, check_positive, checks_active, sum_per_sample
-from .bijections import LeakyReLU, Reshape
+from .core import Transform, Bijection, Compose, check_sizes, check_positive, checks_active, sum_per_sample
+from .bijections import LeakyReLU, Reshape, PReLU, Flatten
 from .flowify_linear import FlowLinear, SVDFactors, use_noise_mean
 from .flowify_conv import FlowConv2d, FlowPad2d
 
-_all_ = ['FlowLinear', 'FlowConv2d', 'FlowPad2d', 'SVDFactors', 'use_noise_mean']
+_all_ = ['FlowLinear', 'FlowConv2d', 'FlowPad2d', 'SVDFactors', 'use_noise_mean', 'PReLU', 'Flatten']
 
 # %% auto #0
-__all__ = ['PReLU', 'Tanh', 'Sigmoid', 'ELU', 'FlowBatchNorm', 'Flatten', 'flowify', 'FlowLinear', 'FlowConv2d', 'FlowPad2d',
-           'SVDFactors', 'use_noise_mean']
-
-# %% ../nbs/06_flowify.ipynb #a0197e5c
-class PReLU(Bijection):
-    """Parametric leaky ReLU with a learned positive slope per channel (or one shared slope), kept positive as $e^{\\theta}$.
-
-    Direction: data → latent, `(batch, channels, ...)` (or any `(batch, ...)` with one shared slope). Exact.
-
-    Arguments:
-        num_parameters: 1 for a shared slope, or the number of channels (dim 1).
-        init: initial slope, > 0.
-
-    Example:
-        >>> t = PReLU(3, init=0.25)
-        >>> z, ldj = t(torch.randn(4, 3))
-        >>> x = t.inverse(z)
-    """
-    def __init__(self, num_parameters: int = 1, init: float = 0.25):
-        super().__init__()
-        if not init > 0: raise ValueError(f"PReLU: init must be > 0 to be invertible, got {init}")
-        self.num_parameters = num_parameters
-        self.log_slope = nn.Parameter(torch.full((num_parameters,), math.log(init)))
-
-    @classmethod
-    def from_prelu(cls, prelu: nn.PReLU) -> 'PReLU':
-        "Flowified copy of `nn.PReLU`; its slopes must be positive"
-        w = prelu.weight.detach()
-        if not (w > 0).all():
-            raise TypeError(f"PReLU.from_prelu: nn.PReLU has slopes {w.flatten().tolist()[:4]}…; only slopes > 0 are invertible")
-        layer = cls(w.numel(), 1.0).to(w)
-        with torch.no_grad(): layer.log_slope.copy_(w.log())
-        return layer
-
-    def _slope(self, x: Tensor) -> Tensor:
-        log_a = self.log_slope
-        return log_a.reshape(1, -1, *([1] * (x.dim() - 2))) if self.num_parameters > 1 else log_a.reshape([1] * x.dim())
-
-    def _check(self, x, name):
-        if self.num_parameters > 1: check_input(name, x, (self.num_parameters,), (self.num_parameters, 'height', 'width'))
-        else: check_input(name, x)
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        self._check(x, f'PReLU({self.num_parameters})')
-        log_a = self._slope(x)
-        negative = x < 0
-        return torch.where(negative, x * log_a.exp(), x), sum_per_sample(negative * log_a)
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        self._check(z, f'PReLU({self.num_parameters}).inverse')
-        return torch.where(z < 0, z * (-self._slope(z)).exp(), z)
+__all__ = ['Tanh', 'Sigmoid', 'ELU', 'FlowBatchNorm', 'flowify', 'FlowLinear', 'FlowConv2d', 'FlowPad2d', 'SVDFactors',
+           'use_noise_mean', 'PReLU', 'Flatten']
 
 # %% ../nbs/06_flowify.ipynb #a668e6ea
 class _OntoInterval(Bijection):
@@ -109,13 +60,14 @@ class Tanh(_OntoInterval):
         >>> x = t.inverse(z)
     """
     low, high = -1.0, 1.0
+    def _input_patterns(self, inverse: bool) -> list: return []
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input('Tanh', x)
         # log(1 - tanh²x) = 2 (log 2 - x - softplus(-2x)): no cancellation for large |x|
         return torch.tanh(x), sum_per_sample(2 * (math.log(2) - x - F.softplus(-2 * x)))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input('Tanh.inverse', z); self._check_range(z, 'Tanh.inverse')
+        self._check_range(z, 'Tanh.inverse')
         return torch.atanh(z)
 
 class Sigmoid(_OntoInterval):
@@ -133,12 +85,13 @@ class Sigmoid(_OntoInterval):
         >>> x = t.inverse(z)
     """
     low, high = 0.0, 1.0
+    def _input_patterns(self, inverse: bool) -> list: return []
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input('Sigmoid', x)
         return torch.sigmoid(x), sum_per_sample(-F.softplus(-x) - F.softplus(x))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input('Sigmoid.inverse', z); self._check_range(z, 'Sigmoid.inverse')
+        self._check_range(z, 'Sigmoid.inverse')
         return torch.log(z) - torch.log1p(-z)
 
 class ELU(_OntoInterval):
@@ -167,14 +120,17 @@ class ELU(_OntoInterval):
     @property
     def low(self) -> float: return -self.alpha
 
+    def _name(self): return f'ELU({self.alpha:g})'
+
+    def _input_patterns(self, inverse: bool) -> list: return []
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'ELU({self.alpha:g})', x)
         negative = x <= 0
         z = torch.where(negative, self.alpha * torch.expm1(x.clamp(max=0)), x)
         return z, sum_per_sample(torch.where(negative, x + math.log(self.alpha), torch.zeros_like(x)))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'ELU({self.alpha:g}).inverse', z); self._check_range(z, f'ELU({self.alpha:g}).inverse')
+        self._check_range(z, f'ELU({self.alpha:g}).inverse')
         return torch.where(z <= 0, torch.log1p(z.clamp(max=0) / self.alpha), z)
 
     def extra_repr(self): return f'alpha={self.alpha:g}'
@@ -230,10 +186,9 @@ class FlowBatchNorm(Bijection):
 
     def _per_channel(self, v: Tensor, x: Tensor) -> Tensor: return v.reshape(1, -1, *([1] * (x.dim() - 2)))
 
-    def _check(self, x, name):
-        check_input(name, x)
-        if x.dim() < 2 or x.shape[1] != self.num_features:
-            check_input(name, x, (self.num_features,), (self.num_features, 'length'), (self.num_features, 'height', 'width'))
+    def _input_patterns(self, inverse: bool) -> list:
+        n = self.num_features
+        return [(n,), (n, 'length'), (n, 'height', 'width')]
 
     @property
     def scale(self) -> Tensor:
@@ -241,41 +196,13 @@ class FlowBatchNorm(Bijection):
         return self.sign * self.log_scale.exp()
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        self._check(x, self._name())
         z = x * self._per_channel(self.scale, x) + self._per_channel(self.shift, x)
         return z, (self.log_scale.sum() * x[0, 0].numel()).expand(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        self._check(z, self._name() + '.inverse')
         return (z - self._per_channel(self.shift, z)) / self._per_channel(self.scale, z)
 
     def extra_repr(self): return f'{self.num_features}'
-
-# %% ../nbs/06_flowify.ipynb #7bcb2384
-class Flatten(Bijection):
-    """Flatten the event to a vector, `(batch, *event_shape)` → `(batch, prod(event_shape))`. Exact, `ldj = 0`.
-
-    Arguments:
-        event_shape: the shape to restore in `inverse` (e.g. `(1, 28, 28)`); `flowify` fills it from `input_shape`.
-
-    Example:
-        >>> t = Flatten((1, 8, 8))
-        >>> z, ldj = t(torch.randn(2, 1, 8, 8))   # z: (2, 64)
-    """
-    def __init__(self, event_shape: Sequence[int] | None = None):
-        super().__init__()
-        self.event_shape = None if event_shape is None else tuple(event_shape)
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.event_shape is None: check_input('Flatten', x)
-        else: check_input(f'Flatten({self.event_shape})', x, self.event_shape)
-        return x.reshape(x.shape[0], -1), x.new_zeros(x.shape[0])
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        if self.event_shape is None:
-            raise ValueError("Flatten.inverse: the event shape to restore is unknown; build Flatten(event_shape) or call flowify(module, input_shape=...)")
-        check_input(f'Flatten({self.event_shape}).inverse', z, (math.prod(self.event_shape),))
-        return z.reshape(z.shape[0], *self.event_shape)
 
 # %% ../nbs/06_flowify.ipynb #b5aa5630
 _UNSUPPORTED_REASONS = {

@@ -12,7 +12,7 @@ import torch.distributions as D
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
-from .core import Surjection, check_input, check_sizes
+from .core import Surjection, check_sizes
 from .distributions import ConditionalNormal
 from .core import use_noise_mean
 from .flowify_linear import SVDFactors
@@ -123,8 +123,10 @@ class FlowConv2d(Surjection):
         "The learned Gaussian of the pixels no patch reads, per channel"
         return D.Normal(self._channel(self.crop_loc, x), self._channel(self.crop_log_scale.exp(), x))
 
+    def _input_patterns(self, inverse: bool) -> list | None:
+        return [(self.out_channels, 'height', 'width')] if inverse else [(self.in_channels, 'height', 'width')]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(self._name(), x, (self.in_channels, 'height', 'width'))
         batch, ldj = x.shape[0], x.new_zeros(x.shape[0])
         (ph, pw) = self.padding
         if ph or pw:  # generative: new border pixels are noise
@@ -169,7 +171,6 @@ class FlowConv2d(Surjection):
         return self.svd.scale_out(y).transpose(1, 2).reshape(batch, d2, oh, ow), ldj
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(self._name() + '.inverse', z, (self.out_channels, 'height', 'width'))
         batch, d1, d2 = z.shape[0], self.patch_features, self.out_channels
         (oh, ow), (kh, kw), (sh, sw), (ph, pw) = z.shape[2:], self.kernel_size, self.stride, self.padding
         y = self.svd.unscale_out(z.flatten(2).transpose(1, 2))    # (batch, L, d2)
@@ -235,8 +236,9 @@ class FlowPad2d(Surjection):
 
     def _name(self): return f'FlowPad2d({self.channels}, padding={self.padding})'
 
+    def _input_patterns(self, inverse: bool) -> list: return [(self.channels, 'height', 'width')]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(self._name(), x, (self.channels, 'height', 'width'))
         left, right, top, bottom = self.padding
         padded = F.pad(x, self.padding)
         new = torch.ones_like(padded[:1, :1]); new[..., top:top + x.shape[2], left:left + x.shape[3]] = 0
@@ -246,7 +248,6 @@ class FlowPad2d(Surjection):
         return padded + eps * log_scale.exp() * new, -log_q.flatten(1).sum(1)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(self._name() + '.inverse', z, (self.channels, 'height', 'width'))
         left, right, top, bottom = self.padding
         if z.shape[2] <= top + bottom or z.shape[3] <= left + right:
             raise ValueError(f"{self._name()}.inverse: a {z.shape[2]}×{z.shape[3]} image is too small to crop {self.padding} from")

@@ -13,7 +13,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import orthogonal
 from fastcore.basics import store_attr
 
-from .core import Transform, Bijection, Surjection, check_input, use_noise_mean
+from .core import Transform, Bijection, Surjection, use_noise_mean
 from .distributions import ConditionalNormal
 
 # %% auto #0
@@ -245,8 +245,10 @@ class FlowLinear(Surjection):
     def _noise(self) -> D.Distribution:
         return D.Independent(D.Normal(torch.zeros_like(self.noise_log_scale), self.noise_log_scale.exp()), 1)
 
+    def _input_patterns(self, inverse: bool) -> list | None:
+        return [(self.out_features,)] if inverse else [(self.in_features,)]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(self._name(), x, (self.in_features,))
         y = self.svd.rotate_in(x)
         ldj = self.svd.log_det().expand(x.shape[0])
         if self.in_features == self.out_features: return self.svd.scale_out(y), ldj
@@ -259,7 +261,6 @@ class FlowLinear(Surjection):
         return self.svd.scale_out(torch.cat([y, u], 1)), ldj - q.log_prob(u)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(self._name() + '.inverse', z, (self.out_features,))
         y = self.svd.unscale_out(z)
         if self.in_features > self.out_features:
             c = self.dropped.draw(z, context, mean=self.noise_mean)

@@ -11,16 +11,16 @@ import torch.nn.functional as F
 import torch.distributions as D
 from fastcore.basics import store_attr
 
-from .core import Surjection, check_input, check_sizes, check_positive, sum_per_sample
+from .core import Surjection, check_sizes, check_positive, sum_per_sample
 from .nn import mlp, conv_net, soft_clamp, context_input
 from .distributions import ConditionalNormal
 from .bijections import Conv1x1, packed_spline
 
 # %% auto #0
-__all__ = ['MLPFunnel', 'ConvFunnel', 'StridedConvFunnel', 'LinearFunnel']
+__all__ = ['MLPFunnel', 'ConvFunnel', 'CouplingFunnel', 'CroppingConvFunnel', 'StridedConvFunnel', 'LinearFunnel']
 
 # %% ../nbs/09_funnels.ipynb #f2eb9d81
-class MLPFunnel(Surjection):
+class CouplingFunnel(Surjection):
     """Funnel on vectors: transform the first `out_features` coordinates by a bijection conditioned on the dropped rest,
     and model the dropped rest by a learned conditional Gaussian given the output.
 
@@ -36,7 +36,7 @@ class MLPFunnel(Surjection):
         transform: 'affine' or 'spline' (rational-quadratic, `bins` bins on `[-bound, bound]`).
 
     Example:
-        >>> t = MLPFunnel(8, 3, transform='spline')
+        >>> t = CouplingFunnel(8, 3, transform='spline')
         >>> z, ldj = t(torch.randn(16, 8))    # z: (16, 3), ldj exact
         >>> x = t.inverse(z)                  # (16, 8): the 5 dropped coordinates are sampled
     """
@@ -45,14 +45,14 @@ class MLPFunnel(Surjection):
                  context_features: int = 0, transform: str = 'affine', bins: int = 8, bound: float = 3.0,
                  max_log_scale: float = 3.0):
         super().__init__()
-        check_sizes('MLPFunnel', in_features=in_features, out_features=out_features)
-        check_sizes('MLPFunnel', 2, bins=bins)
-        check_positive('MLPFunnel', bound=bound, max_log_scale=max_log_scale)
+        check_sizes('CouplingFunnel', in_features=in_features, out_features=out_features)
+        check_sizes('CouplingFunnel', 2, bins=bins)
+        check_positive('CouplingFunnel', bound=bound, max_log_scale=max_log_scale)
         if not 0 < out_features < in_features:
-            raise ValueError(f"MLPFunnel: a funnel reduces dimension, so out_features must be in 1..{in_features - 1}; "
+            raise ValueError(f"CouplingFunnel: a funnel reduces dimension, so out_features must be in 1..{in_features - 1}; "
                              f"got {in_features}→{out_features}")
         if transform not in ('affine', 'spline'):
-            raise ValueError(f"MLPFunnel: transform must be 'affine' or 'spline', got {transform!r}")
+            raise ValueError(f"CouplingFunnel: transform must be 'affine' or 'spline', got {transform!r}")
         store_attr('in_features,out_features,context_features,transform,bins,bound,max_log_scale')
         per_feature = 2 if transform == 'affine' else 3 * bins - 1
         self.conditioner = mlp(in_features - out_features + context_features, out_features * per_feature,
@@ -60,7 +60,7 @@ class MLPFunnel(Surjection):
         self.dropped = ConditionalNormal(out_features, in_features - out_features, hidden_features, num_layers,
                                          context_features)
 
-    def _name(self): return f'MLPFunnel({self.in_features}→{self.out_features})'
+    def _name(self): return f'CouplingFunnel({self.in_features}→{self.out_features})'
 
     def _g(self, v: Tensor, x_dropped: Tensor, context, inverse: bool = False) -> tuple[Tensor, Tensor]:
         "g(v; x_J) (or its inverse) and the log-determinant of the forward map, per sample"
@@ -73,21 +73,25 @@ class MLPFunnel(Surjection):
         y, logd = packed_spline(v, h.reshape(h.shape[0], self.out_features, 3 * self.bins - 1), self.bound, inverse)
         return y, sum_per_sample(logd) * (-1 if inverse else 1)
 
+    def _input_patterns(self, inverse: bool) -> list | None:
+        return [(self.out_features,)] if inverse else [(self.in_features,)]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(self._name(), x, (self.in_features,))
         x_kept, x_dropped = x[:, :self.out_features], x[:, self.out_features:]
         z, log_det = self._g(x_kept, x_dropped, context)
         return z, log_det + self.dropped.log_prob(x_dropped, z, context)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(self._name() + '.inverse', z, (self.out_features,))
         x_dropped = self.dropped.draw(z, context, mean=self.noise_mean)
         return torch.cat([self._g(z, x_dropped, context, inverse=True)[0], x_dropped], 1)
 
     def extra_repr(self): return f'{self.in_features}→{self.out_features}, transform={self.transform!r}'
 
+# %% ../nbs/09_funnels.ipynb #b13e4d0a
+MLPFunnel = CouplingFunnel   # its first name, kept (the design card lists it); the new one says what it is: a coupling funnel: a bijection of the kept part conditioned on the dropped part
+
 # %% ../nbs/09_funnels.ipynb #527c393d
-class ConvFunnel(Surjection):
+class CroppingConvFunnel(Surjection):
     """Funnel on images: an unpadded convolution restricted to be invertible in the kept pixels, whose dropped border
     pixels (and channels past `out_channels`) get a learned conditional Gaussian given the output.
 
@@ -104,7 +108,7 @@ class ConvFunnel(Surjection):
         context_features: size of an optional context vector given to that network.
 
     Example:
-        >>> t = ConvFunnel(1, 1, 3)
+        >>> t = CroppingConvFunnel(1, 1, 3)
         >>> z, ldj = t(torch.randn(4, 1, 8, 8))   # z: (4, 1, 6, 6), ldj exact
         >>> x = t.inverse(z)                      # (4, 1, 8, 8): the border is sampled, the rest solved for
     """
@@ -113,15 +117,15 @@ class ConvFunnel(Surjection):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, hidden_channels: int = 32,
                  num_layers: int = 2, context_features: int = 0, max_log_scale: float = 7.0):
         super().__init__()
-        check_sizes('ConvFunnel', in_channels=in_channels, out_channels=out_channels, hidden_channels=hidden_channels)
-        check_positive('ConvFunnel', max_log_scale=max_log_scale)
+        check_sizes('CroppingConvFunnel', in_channels=in_channels, out_channels=out_channels, hidden_channels=hidden_channels)
+        check_positive('CroppingConvFunnel', max_log_scale=max_log_scale)
         if not 0 < out_channels <= in_channels:
-            raise ValueError(f"ConvFunnel: a funnel reduces dimension, so out_channels must be in 1..{in_channels} "
+            raise ValueError(f"CroppingConvFunnel: a funnel reduces dimension, so out_channels must be in 1..{in_channels} "
                              f"(= in_channels); got {in_channels}→{out_channels}")
         if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
-            raise ValueError(f"ConvFunnel: kernel_size must be a positive integer, got {kernel_size!r}")
+            raise ValueError(f"CroppingConvFunnel: kernel_size must be a positive integer, got {kernel_size!r}")
         if kernel_size == 1 and out_channels == in_channels:
-            raise ValueError("ConvFunnel: kernel_size 1 with out_channels == in_channels drops nothing; use Conv1x1")
+            raise ValueError("CroppingConvFunnel: kernel_size 1 with out_channels == in_channels drops nothing; use Conv1x1")
         store_attr('in_channels,out_channels,kernel_size,context_features,max_log_scale')
         k, c = kernel_size, out_channels
         self.weight = nn.Parameter(torch.randn(c, in_channels, k, k) * 0.01)
@@ -132,7 +136,7 @@ class ConvFunnel(Surjection):
         self.bias = nn.Parameter(torch.zeros(c))
         self.net = conv_net(c + context_features, 2 * in_channels, hidden_channels, num_layers)
 
-    def _name(self): return f'ConvFunnel({self.in_channels}→{self.out_channels}, k={self.kernel_size})'
+    def _name(self): return f'CroppingConvFunnel({self.in_channels}→{self.out_channels}, k={self.kernel_size})'
 
     def diagonal_block(self) -> Tensor:
         "$D$: the bottom-right tap restricted to the kept channels, lower-triangular with a positive diagonal"
@@ -157,8 +161,10 @@ class ConvFunnel(Surjection):
         loc, raw_scale = self.net(context_input(self._name(), canvas, context, self.context_features)).chunk(2, 1)
         return loc, soft_clamp(raw_scale, self.max_log_scale)
 
+    def _input_patterns(self, inverse: bool) -> list | None:
+        return [(self.out_channels, 'height', 'width')] if inverse else [(self.in_channels, 'height', 'width')]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(self._name(), x, (self.in_channels, 'height', 'width'))
         k = self.kernel_size
         if x.shape[2] < k or x.shape[3] < k:
             raise ValueError(f"{self._name()}: images must be at least {k}×{k}, got {tuple(x.shape[2:])}")
@@ -184,12 +190,14 @@ class ConvFunnel(Surjection):
         return x + F.pad(kept, pad)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(self._name() + '.inverse', z, (self.out_channels, 'height', 'width'))
         loc, log_scale = self._dropped_params(z, context)
         x_dropped = loc if self.noise_mean else loc + log_scale.exp() * self.temperature * torch.randn_like(loc)
         return self._solve(z, x_dropped)
 
     def extra_repr(self): return f'{self.in_channels}→{self.out_channels}, kernel_size={self.kernel_size}'
+
+# %% ../nbs/09_funnels.ipynb #71705b93
+ConvFunnel = CroppingConvFunnel   # its first name, kept (the design card lists it); the new one says what it is: an unpadded convolution that crops the border it drops
 
 # %% ../nbs/09_funnels.ipynb #b35fa046
 class StridedConvFunnel(Surjection):
@@ -272,8 +280,9 @@ class StridedConvFunnel(Surjection):
 
     def _mix(self, matrix: Tensor, v: Tensor) -> Tensor: return torch.einsum('oi,bihw->bohw', matrix, v)
 
+    def _input_patterns(self, inverse: bool) -> list: return [(self.channels, 'height', 'width')]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(self._name(), x, (self.channels, 'height', 'width'))
         (kh, kw), (h, w) = self.kernel_size, x.shape[2:]
         if h % kh or w % kw:
             raise ValueError(f"{self._name()}: height and width must be multiples of the kernel {kh}×{kw} (the patches "
@@ -294,7 +303,6 @@ class StridedConvFunnel(Surjection):
         return self._image(patches)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(self._name() + '.inverse', z, (self.channels, 'height', 'width'))
         loc, log_scale = self._dropped_params(z, context)
         x_dropped = loc if self.noise_mean else loc + log_scale.exp() * self.temperature * torch.randn_like(loc)
         return self._solve(z, x_dropped)
@@ -341,8 +349,10 @@ class LinearFunnel(Surjection):
 
     def _name(self): return f'LinearFunnel({self.in_features}→{self.out_features})'
 
+    def _input_patterns(self, inverse: bool) -> list | None:
+        return [(self.out_features,)] if inverse else [(self.in_features,)]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(self._name(), x, (self.in_features,))
         x = x[:, self.permutation]
         x_kept, x_dropped = x[:, :self.out_features], x[:, self.out_features:]
         mixed, log_det = self.mix(x_kept)
@@ -350,7 +360,6 @@ class LinearFunnel(Surjection):
         return z, log_det + self.dropped.log_prob(x_dropped, z, context)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(self._name() + '.inverse', z, (self.out_features,))
         x_dropped = self.dropped.draw(z, context, mean=self.noise_mean)
         x = torch.cat([self.mix.inverse(z - self.dropped_mix(x_dropped)), x_dropped], 1)
         return x[:, torch.argsort(self.permutation)]

@@ -18,7 +18,7 @@ from .flowify import flowify, Flatten, FlowLinear, FlowConv2d
 from .flowify_conv import FlowPad2d
 from .surjections import MaxPool2d, Slice
 from .dequantization import UniformDequantization, VariationalDequantization
-from .funnels import ConvFunnel, MLPFunnel, StridedConvFunnel
+from .funnels import CroppingConvFunnel, CouplingFunnel, StridedConvFunnel
 from .drf import LCMASplit, LowDimPrior
 
 # %% auto #0
@@ -412,13 +412,13 @@ def funnel(shape, bins, hidden: int = 64, blocks: int = 2, reduction: int = 4, c
     layers, k = _front(shape, bins), context_features
     if len(shape) == 3:
         c, h, w = shape
-        layers.append(ConvFunnel(c, c, 3, hidden_channels=hidden // 2, context_features=k)); h, w = h - 2, w - 2
+        layers.append(CroppingConvFunnel(c, c, 3, hidden_channels=hidden // 2, context_features=k)); h, w = h - 2, w - 2
         if h % 2 == 0 and w % 2 == 0:
             layers += [Squeeze(2)] + _image_blocks(4 * c, blocks, hidden, k); c, h, w = 4 * c, h // 2, w // 2
         layers.append(Flatten((c, h, w))); d = c * h * w
     else: d = shape[0]
     latent = max(1, d // reduction)
-    layers += _vector_blocks(d, blocks, hidden, k) + [MLPFunnel(d, latent, hidden, context_features=k, transform='spline', bound=4.0)]
+    layers += _vector_blocks(d, blocks, hidden, k) + [CouplingFunnel(d, latent, hidden, context_features=k, transform='spline', bound=4.0)]
     layers += _vector_blocks(latent, blocks, hidden, k)
     return Flow(StandardNormal(latent), layers)
 

@@ -12,8 +12,8 @@ import torch.distributions as D
 import torch.nn.functional as F
 from fastcore.basics import store_attr
 
-from .core import (Transform, Bijection, Surjection, check_input, check_sizes, check_positive, checks_active,
-                         sum_per_sample, features_pattern)
+from .core import (Transform, Bijection, Surjection, check_sizes, check_positive, checks_active,
+                         sum_per_sample)
 from .nn import mlp, conv_net, soft_clamp, with_context
 from .distributions import ConditionalNormal
 
@@ -54,13 +54,16 @@ class Slice(Surjection):
 
     def _pattern(self, n): return (n, 'height', 'width') if self.conv else (n,)
 
+    def _name(self): return f'Slice({self.in_features}→{self.out_features})'
+
+    def _input_patterns(self, inverse: bool) -> list | None:
+        return [self._pattern(self.out_features)] if inverse else [self._pattern(self.in_features)]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'Slice({self.in_features}→{self.out_features})', x, self._pattern(self.in_features))
         z, dropped = x[:, :self.out_features], x[:, self.out_features:]
         return z, self.dropped.log_prob(dropped, z, context)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'Slice({self.in_features}→{self.out_features}).inverse', z, self._pattern(self.out_features))
         dropped = self.dropped.draw(z, context, mean=self.noise_mean)
         return torch.cat([z, dropped], 1)
 
@@ -96,14 +99,17 @@ class Augment(Surjection):
 
     def _pattern(self, n): return (n, 'height', 'width') if self.conv else (n,)
 
+    def _name(self): return f'Augment({self.in_features}→{self.out_features})'
+
+    def _input_patterns(self, inverse: bool) -> list | None:
+        return [self._pattern(self.out_features)] if inverse else [self._pattern(self.in_features)]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'Augment({self.in_features}→{self.out_features})', x, self._pattern(self.in_features))
         q = self.noise.dist(x, context)
         u = q.mean if self.noise_mean else q.rsample()
         return torch.cat([x, u], 1), -q.log_prob(u)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'Augment({self.in_features}→{self.out_features}).inverse', z, self._pattern(self.out_features))
         return z[:, :self.in_features]
 
 # %% ../nbs/07_surjections.ipynb #cab868e2
@@ -141,14 +147,14 @@ class Abs(Surjection):
         if self.context_features and context is None: raise ValueError(f"Abs({self.features}): built with context_features={self.context_features} but no context was given")
         return self.net(with_context(z, context if self.context_features else None))
 
+    def _input_patterns(self, inverse: bool) -> list: return [(self.features,)]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'Abs({self.features})', x, (self.features,))
         z = x.abs()
         positive = (x >= 0).to(x.dtype)
         return z, sum_per_sample(D.Bernoulli(logits=self._sign_logits(z, context)).log_prob(positive))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'Abs({self.features}).inverse', z, (self.features,))
         p = torch.sigmoid(self._sign_logits(z, context))
         positive = (p >= 0.5).to(z.dtype) if self.noise_mean else torch.bernoulli(p)
         return z * (2 * positive - 1)
@@ -159,15 +165,15 @@ class Log(Bijection):
     Example:
         >>> z, ldj = Log()(torch.rand(4, 2) + 0.1)
     """
+    def _input_patterns(self, inverse: bool) -> list: return []
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input('Log', x)
         if checks_active(x) and (x <= 0).any():
             raise ValueError(f"Log: expected positive values, got min {x.min().item():.4g}")
         z = torch.log(x)
         return z, -sum_per_sample(z)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input('Log.inverse', z)
         return torch.exp(z)
 
 # %% ../nbs/07_surjections.ipynb #66810912
@@ -203,13 +209,13 @@ class Sort(Surjection):
         remaining = torch.logcumsumexp(scores.flip(1), 1).flip(1)
         return (scores - remaining).sum(1)
 
+    def _input_patterns(self, inverse: bool) -> list: return [(self.features,)]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'Sort({self.features})', x, (self.features,))
         z, order = torch.sort(x, 1)
         return z, self._log_prob_order(order, z)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'Sort({self.features}).inverse', z, (self.features,))
         scores = self.net(z) if self.net is not None else torch.zeros_like(z)
         gumbel = -torch.log(-torch.log(torch.rand_like(z).clamp(1e-12, 1 - 1e-12)))
         order = torch.argsort(scores + gumbel, 1, descending=True)
@@ -224,8 +230,9 @@ class SortedToReal(Bijection):
     def __init__(self, features: int):
         super().__init__(); check_sizes('SortedToReal', features=features); self.features = features
 
+    def _input_patterns(self, inverse: bool) -> list: return [(self.features,)]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'SortedToReal({self.features})', x, (self.features,))
         gaps = x[:, 1:] - x[:, :-1]
         if checks_active(x) and (gaps <= 0).any():
             raise ValueError(f"SortedToReal({self.features}): expected strictly increasing features (use Sort first)")
@@ -233,7 +240,6 @@ class SortedToReal(Bijection):
         return torch.cat([x[:, :1], log_gaps], 1), -log_gaps.sum(1)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'SortedToReal({self.features}).inverse', z, (self.features,))
         return torch.cat([z[:, :1], z[:, :1] + torch.cumsum(torch.exp(z[:, 1:]), 1)], 1)
 
 # %% ../nbs/07_surjections.ipynb #a3c405a5
@@ -256,12 +262,12 @@ class StochasticPermutation(Surjection):
     def _shuffle(self, x):
         return torch.gather(x, 1, torch.argsort(torch.rand_like(x), 1))
 
+    def _input_patterns(self, inverse: bool) -> list: return [(self.features,)]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'StochasticPermutation({self.features})', x, (self.features,))
         return self._shuffle(x), x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'StochasticPermutation({self.features}).inverse', z, (self.features,))
         return self._shuffle(z)
 
 # %% ../nbs/07_surjections.ipynb #a141e240
@@ -308,8 +314,9 @@ class MaxPool2d(Surjection):
         if self.context_features and context is None: raise ValueError(f"{self._name()}: built with context_features={self.context_features} but no context was given")
         return soft_clamp(self.net(with_context(z, context if self.context_features else None)), 7.0).exp()
 
+    def _input_patterns(self, inverse: bool) -> list: return [(self.channels, 'height', 'width')]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(self._name(), x, (self.channels, 'height', 'width'))
         (kh, kw), (b, c, h, w) = self.kernel_size, x.shape
         if h % kh or w % kw:
             raise ValueError(f"{self._name()}: height and width must be divisible by the window {kh}×{kw}, got {tuple(x.shape)}")
@@ -321,7 +328,6 @@ class MaxPool2d(Surjection):
         return z, sum_per_sample(log_gaps) - z[0].numel() * math.log(kh * kw)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(self._name() + '.inverse', z, (self.channels, 'height', 'width'))
         (kh, kw), (b, c, ho, wo) = self.kernel_size, z.shape
         scale = self._gap_scale(z, context).unsqueeze(-1).expand(b, c, ho, wo, kh * kw)
         index = torch.zeros_like(z, dtype=torch.long) if self.noise_mean else torch.randint(0, kh * kw, z.shape, device=z.device)
@@ -357,14 +363,17 @@ class VAE(Surjection):
         self.encoder = ConditionalNormal(in_features, latent_features, hidden_features, num_layers, context_features)
         self.decoder = ConditionalNormal(latent_features, in_features, hidden_features, num_layers, context_features)
 
+    def _name(self): return f'VAE({self.in_features}→{self.latent_features})'
+
+    def _input_patterns(self, inverse: bool) -> list | None:
+        return [(self.latent_features,)] if inverse else [(self.in_features,)]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_input(f'VAE({self.in_features}→{self.latent_features})', x, (self.in_features,))
         q = self.encoder.dist(x, context)
         z = q.mean if self.noise_mean else q.rsample()
         return z, self.decoder.log_prob(x, z, context) - q.log_prob(z)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        check_input(f'VAE({self.in_features}→{self.latent_features}).inverse', z, (self.latent_features,))
         return self.decoder.draw(z, context, mean=self.noise_mean)
 
 # %% ../nbs/07_surjections.ipynb #707a8ee3

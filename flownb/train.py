@@ -28,10 +28,11 @@ from .models import MODELS, create_model, continuous_part_exact, num_parameters,
 from .drf import LCMASplit, fit_lcma
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'OPTIMIZERS', 'CHECKPOINT_FORMAT', 'PLOT_EVERY', 'resolve_device', 'TrainConfig', 'resolve_config',
-           'evaluate', 'classify', 'CheckpointError', 'NonFiniteLossError', 'save_checkpoint', 'load_checkpoint',
-           'model_from_checkpoint', 'resolve_checkpoint', 'import_modules', 'first_nonfinite_layer', 'RunFolderError',
-           'RunLock', 'draw_samples', 'write_samples', 'train']
+__all__ = ['DEFAULTS', 'OPTIMIZERS', 'OUTLIER_KINDS', 'CHECKPOINT_FORMAT', 'PLOT_EVERY', 'resolve_device', 'TrainConfig',
+           'resolve_config', 'evaluate', 'classify', 'bits_per_sample', 'outliers', 'ood_scores', 'write_ood_histogram',
+           'CheckpointError', 'NonFiniteLossError', 'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint',
+           'resolve_checkpoint', 'import_modules', 'first_nonfinite_layer', 'RunFolderError', 'RunLock', 'draw_samples',
+           'write_samples', 'train']
 
 # %% ../nbs/13_train.ipynb #1b6003d7
 def resolve_device(name: str | torch.device = 'auto',  # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N' (or 'mps')
@@ -132,6 +133,11 @@ def _one_hot(labels: Tensor, num_classes: int, device) -> Tensor:
     "One-hot float rows of integer `labels`, the context a class-conditional flow reads"
     return F.one_hot(labels.long(), num_classes).float().to(device)
 
+def _device_of(module) -> torch.device:
+    "Where `module`'s parameters (or buffers) live; the CPU for one that has none"
+    for t in (*module.parameters(), *module.buffers()): return t.device
+    return torch.device('cpu')
+
 def _forked(device):
     "A fork of the RNG of the CPU (and of `device`, if CUDA), so that evaluation and drawing do not move training's random streams"
     return torch.random.fork_rng(devices=[device] if torch.device(device).type == 'cuda' else [])
@@ -143,7 +149,7 @@ def evaluate(flow: Flow, x: Tensor, batch_size: int = 500, k: int | None = None,
     """Mean bits/dim of `flow` on `x` in batches (given `labels` for a class-conditional flow), which kind of number it is ('exact', 'ELBO' or
     'IW-K'), and the median and worst image's bits/dim: a mean far above the median says a few images are scored very badly"""
     if len(x) == 0: raise ValueError("evaluate: got an empty split")
-    device = device or next(flow.parameters()).device
+    device = device or _device_of(flow)
     classes = flow.context_features
     if classes and labels is None: raise ValueError(f"evaluate: the flow is conditional on a context of {classes} features; give the labels")
     if labels is not None and not classes: labels = None   # an unconditional flow ignores them
@@ -168,7 +174,7 @@ def classify(flow: Flow, x: Tensor, labels: Tensor, prior: Tensor | None = None,
     classes = flow.context_features
     if not classes: raise ValueError("classify: the flow is not class-conditional (it reads no context)")
     if len(x) == 0: raise ValueError("classify: got an empty split")
-    device = device or next(flow.parameters()).device
+    device = device or _device_of(flow)
     prior = torch.full((classes,), 1 / classes) if prior is None else prior.double() / prior.sum()
     log_prior = prior.double().clamp_min(1e-30).log().to(device)
     dims, correct, total = math.prod(x.shape[1:]), 0, 0.0
@@ -184,6 +190,74 @@ def classify(flow: Flow, x: Tensor, labels: Tensor, prior: Tensor | None = None,
         total += torch.logsumexp(joint, 1).sum().item()
     kind = 'exact' if flow.exact else 'ELBO'
     return {'accuracy': correct / len(x), 'bits_per_dim_marginal': -total / len(x) / (dims * math.log(2)), 'kind': kind, 'n': len(x)}
+
+# %% ../nbs/13_train.ipynb #bec8a62c
+OUTLIER_KINDS = ('inverted', 'noised', 'uniform', 'shuffled')
+
+@torch.no_grad()
+def bits_per_sample(flow: Flow, x: Tensor, batch_size: int = 500, k: int | None = None, device=None) -> Tensor:
+    "Each sample's bits/dim under an unconditional `flow` (the ELBO, exact, or the IW bound with `k`), as a `(n,)` tensor on the CPU"
+    if flow.context_features:
+        raise ValueError("bits_per_sample: the flow is class-conditional; an anomaly score needs p(x), the mixture over classes "
+                         "(see classify), which this function does not compute; train an unconditional model for anomaly detection")
+    device = device or _device_of(flow)
+    out = [flow.log_prob(x[s:s + batch_size].to(device), k=k, k_chunk=min(k or 1, 16)).double().cpu() for s in range(0, len(x), batch_size)]
+    return -torch.cat(out) / (math.prod(x.shape[1:]) * math.log(2))
+
+def _as_levels(x: Tensor, bins: int | None, shape, bins_to: int | None) -> Tensor:
+    "Another dataset's samples brought to the model's event shape and levels (single-channel images resized, levels rescaled)"
+    if tuple(x.shape[1:]) != tuple(shape):
+        if not (len(shape) == 3 and x.dim() == 4 and x.shape[1] == shape[0] == 1):
+            raise ValueError(f"outliers: samples of shape {tuple(x.shape[1:])} cannot be brought to the model's {tuple(shape)}; "
+                             "expected the same shape, or single-channel images (which are resized)")
+        x = F.interpolate(x.float(), size=tuple(shape[1:]), mode='bilinear', align_corners=False)
+    if bins_to is not None and bins is not None and bins != bins_to:
+        x = torch.round(x.float() * (bins_to - 1) / (bins - 1)).clamp(0, bins_to - 1)
+    return x
+
+def outliers(data: DensityData, kind: str, other: DensityData | None = None, seed: int = 0) -> tuple[Tensor, str]:
+    """Out-of-distribution samples for a model of `data`, and a description: one of `OUTLIER_KINDS` made from `data`'s
+    test split, or (`kind` a dataset name, loaded by the caller as `other`) that dataset's test split at `data`'s shape"""
+    x, g = data.test, torch.Generator().manual_seed(seed)
+    if kind in OUTLIER_KINDS and data.bins is None:
+        raise ValueError(f"outliers: {kind!r} is made from discrete levels; {data.name} is continuous")
+    if kind == 'inverted': return (data.bins - 1) - x, f'{data.name} test, inverted'
+    if kind == 'noised':
+        noise = torch.randn(x.shape, generator=g) * (data.bins - 1) / 10
+        return torch.round(x + noise).clamp(0, data.bins - 1), f'{data.name} test + Gaussian noise (σ = a tenth of the range)'
+    if kind == 'uniform': return torch.randint(0, data.bins, x.shape, generator=g).to(x.dtype), f'uniform noise at {data.name} shape'
+    if kind == 'shuffled':
+        flat = x.reshape(len(x), -1)
+        order = torch.argsort(torch.rand(flat.shape, generator=g), 1)
+        return torch.gather(flat, 1, order).reshape(x.shape), f'{data.name} test, pixels shuffled'
+    if other is None:
+        raise ValueError(f"outliers: {kind!r} is not one of {', '.join(OUTLIER_KINDS)}; for a dataset, load it and pass it as other")
+    moved = _as_levels(other.test, other.bins, data.shape, data.bins)
+    how = '' if tuple(other.shape) == tuple(data.shape) else f", resized {'×'.join(map(str, other.shape[1:]))} → {'×'.join(map(str, data.shape[1:]))}"
+    return moved, f'{other.name} test{how}'
+
+def ood_scores(flow: Flow, x_in: Tensor, x_out: Tensor, batch_size: int = 500, k: int | None = None, device=None) -> dict:
+    "Bits/dim of in-distribution `x_in` and outlying `x_out` under `flow`, and the AUROC of bits/dim as the anomaly score"
+    from sklearn.metrics import roc_auc_score
+    if len(x_in) == 0 or len(x_out) == 0: raise ValueError("ood_scores: both sets need at least one sample")
+    b_in, b_out = bits_per_sample(flow, x_in, batch_size, k, device), bits_per_sample(flow, x_out, batch_size, k, device)
+    scores = torch.cat([b_in, b_out]).nan_to_num(posinf=1e30, neginf=-1e30)
+    auroc = roc_auc_score(torch.cat([torch.zeros(len(b_in)), torch.ones(len(b_out))]).numpy(), scores.numpy())
+    return {'auroc': float(auroc), 'bits_in': b_in, 'bits_out': b_out, 'kind': 'exact' if flow.exact else (f'IW-{k}' if k and k > 1 else 'ELBO')}
+
+def write_ood_histogram(result: dict, path: Path, labels: tuple[str, str] = ('in-distribution', 'outliers'), title: str = '') -> Path:
+    "A histogram of both sets' bits/dim with the AUROC in the title, as a PNG"
+    path = Path(path)
+    fig = Figure(figsize=(6, 3.2)); ax = fig.subplots()
+    b_in, b_out = result['bits_in'].numpy(), result['bits_out'].numpy()
+    finite = torch.cat([result['bits_in'], result['bits_out']]); finite = finite[torch.isfinite(finite)]
+    edges = torch.linspace(finite.min().item(), finite.quantile(0.995).item(), 41).numpy()
+    for b, label, color in ((b_in, labels[0], 'C0'), (b_out, labels[1], 'C3')):
+        ax.hist(b.clip(edges[0], edges[-1]), bins=edges, alpha=0.55, density=True, color=color, label=f'{label} (median {float(torch.tensor(b).median()):.2f})')
+    ax.set_xlabel(f"bits/dim ({result['kind']}; the tail beyond the 99.5% quantile in the last bin)"); ax.set_ylabel('density')
+    ax.set_title((title + ': ' if title else '') + f"AUROC {result['auroc']:.3f}", fontsize=10); ax.legend(fontsize=7, loc='upper left', framealpha=0.85)
+    fig.tight_layout(); path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=110)
+    return path
 
 # %% ../nbs/13_train.ipynb #ffb089a7
 class CheckpointError(ValueError):
@@ -437,7 +511,7 @@ def draw_samples(flow: Flow, n: int = 64, label: int | None = None, per_class: i
     """`(samples, labels)` from `flow` without moving the caller's random streams: `n` samples of an unconditional flow, `n` of class
     `label` of a class-conditional one, or (no `label`) `per_class` of each class in order. `temperature` scales every Gaussian the
     sampler draws from (`Flow.sample`); `mean` puts every surjection's noise at its mean (`use_noise_mean`), the base still sampled"""
-    device = device or next(flow.parameters()).device
+    device = device or _device_of(flow)
     classes = flow.context_features
     if label is not None and not classes: raise ValueError("the model is not class-conditional (it was trained without --conditional); leave --class out")
     if label is not None and not (isinstance(label, int) and 0 <= label < classes):

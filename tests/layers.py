@@ -21,7 +21,8 @@ def public_layer_classes() -> dict[str, type]:
         mod = importlib.import_module(f'flownb.{info.name}')
         for name, obj in vars(mod).items():
             if (inspect.isclass(obj) and issubclass(obj, (Bijection, Surjection)) and obj.__module__ == mod.__name__
-                    and obj not in (Bijection, Surjection) and not name.startswith('_')): found[name] = obj   # skip private bases
+                    and obj not in (Bijection, Surjection) and not name.startswith('_') and name == obj.__name__):
+                found[name] = obj   # skip private bases and aliases (MLPFunnel = CouplingFunnel)
     return found
 
 
@@ -121,10 +122,10 @@ SURJECTIONS = {
     'FlowConv2d-gaps-square': (lambda: FL.FlowConv2d(1, 4, 2, stride=3), img(1, 8, 8), True),
     # patches overlap along the height and leave gaps along the width: a bound whose inverse samples the gaps
     'FlowConv2d-gaps-overlap': (lambda: FL.FlowConv2d(1, 3, (3, 1), stride=(1, 2)), img(1, 5, 5), False),
-    'MLPFunnel': (lambda: FU.MLPFunnel(5, 2, hidden_features=8), vec(5), True),
-    'MLPFunnel-spline': (lambda: FU.MLPFunnel(4, 3, hidden_features=8, transform='spline'), vec(4), True),
-    'ConvFunnel': (lambda: FU.ConvFunnel(3, 2, 3, hidden_channels=4), img(3, 5, 4), True),
-    'ConvFunnel-k1': (lambda: FU.ConvFunnel(3, 1, 1, hidden_channels=4), img(3, 2, 2), True),
+    'CouplingFunnel': (lambda: FU.CouplingFunnel(5, 2, hidden_features=8), vec(5), True),
+    'CouplingFunnel-spline': (lambda: FU.CouplingFunnel(4, 3, hidden_features=8, transform='spline'), vec(4), True),
+    'CroppingConvFunnel': (lambda: FU.CroppingConvFunnel(3, 2, 3, hidden_channels=4), img(3, 5, 4), True),
+    'CroppingConvFunnel-k1': (lambda: FU.CroppingConvFunnel(3, 1, 1, hidden_channels=4), img(3, 2, 2), True),
     'StridedConvFunnel': (lambda: FU.StridedConvFunnel(2, 2, hidden_features=8, num_layers=2), img(2, 4, 6), True),
     'LinearFunnel': (lambda: FU.LinearFunnel(5, 2, hidden_features=8, num_layers=2), vec(5), True),
     'StridedConvFunnel-rect': (lambda: FU.StridedConvFunnel(3, (1, 3), hidden_features=8, num_layers=1), img(3, 2, 6), True),
@@ -189,9 +190,9 @@ NORMALIZE = {
     'MaxPool2d': (1, lambda: [_to_image(1, 1, 2), S.MaxPool2d(1, (1, 2), hidden_channels=4), _to_vector(1, 1, 1)], -8, 8, 1.0),
     'FlowLinear-reduce': (1, lambda: [FL.FlowLinear(2, 1, hidden_features=8)], -9, 9, 1.0),
     'FlowConv2d-exact': (1, lambda: [_to_image(1, 1, 2), FL.FlowConv2d(1, 1, (1, 2), stride=(1, 2), hidden_channels=4), _to_vector(1, 1, 1)], -9, 9, 1.0),
-    'MLPFunnel': (1, lambda: [FU.MLPFunnel(2, 1, hidden_features=8)], -9, 9, 1.0),
-    'MLPFunnel-spline': (1, lambda: [FU.MLPFunnel(2, 1, hidden_features=8, transform='spline')], -9, 9, 1.0),
-    'ConvFunnel': (1, lambda: [_to_image(2, 1, 1), FU.ConvFunnel(2, 1, 1, hidden_channels=4), _to_vector(1, 1, 1)], -9, 9, 1.0),
+    'CouplingFunnel': (1, lambda: [FU.CouplingFunnel(2, 1, hidden_features=8)], -9, 9, 1.0),
+    'CouplingFunnel-spline': (1, lambda: [FU.CouplingFunnel(2, 1, hidden_features=8, transform='spline')], -9, 9, 1.0),
+    'CroppingConvFunnel': (1, lambda: [_to_image(2, 1, 1), FU.CroppingConvFunnel(2, 1, 1, hidden_channels=4), _to_vector(1, 1, 1)], -9, 9, 1.0),
     'LinearFunnel': (1, lambda: [FU.LinearFunnel(2, 1, hidden_features=8)], -9, 9, 1.0),
     'StridedConvFunnel': (1, lambda: [_to_image(1, 1, 2), FU.StridedConvFunnel(1, (1, 2), hidden_features=8), _to_vector(1, 1, 1)], -9, 9, 1.0),
     'LCMASplit': (1, lambda: [DRF.LCMASplit(2, 1, hidden_features=8).fit(torch.tensor([0.3, -0.2]))], -9, 9, 1.0),
@@ -222,7 +223,7 @@ NOT_NORMALIZED = {'Squeeze': 'a rearrangement', 'Reshape': 'a rearrangement', 'F
                   'FlowConv2d-gaps': 'a gap needs 3 pixels, so a 3-D density: integrated on a 3-D grid in tests/test_flowify_faults.py',
                   'FlowConv2d-gaps-square': 'same maths as FlowConv2d-gaps, integrated in tests/test_flowify_faults.py',
                   'FlowConv2d-gaps-overlap': 'overlap needs 3 rows and a gap 3 columns, a 9-D density; its parts are checked in tests/test_flowify_faults.py',
-                  'ConvFunnel-k1': 'same layer as ConvFunnel', 'StridedConvFunnel-rect': 'same layer as StridedConvFunnel', 'LCMASplit-conv': 'same layer as LCMASplit', 'LCMASplit-static': 'same layer as LCMASplit'}
+                  'CroppingConvFunnel-k1': 'same layer as CroppingConvFunnel', 'StridedConvFunnel-rect': 'same layer as StridedConvFunnel', 'LCMASplit-conv': 'same layer as LCMASplit', 'LCMASplit-static': 'same layer as LCMASplit'}
 ONE_D_DATA = {'Log', 'Abs', 'Augment', 'FlowLinear-increase', 'FlowConv2d-bound', 'FlowPad2d'}
 NOT_NORMALIZED.update({'FlowBatchNorm-image': 'same layer as FlowBatchNorm',   # issue 20
                        'FlowConv2d-avgpool-bound': 'same maths as FlowConv2d-bound (integrated); at its start the fixed average mixes one '
@@ -235,7 +236,7 @@ def normalization_flow(name, seed=0):
     torch.manual_seed(seed)
     layers = layers()
     for layer in layers:
-        if isinstance(layer, (S.Slice, S.Abs, S.Sort, S.MaxPool2d, S.Augment, S.VAE, FL.FlowLinear, FL.FlowConv2d, FL.FlowPad2d, FU.MLPFunnel, FU.ConvFunnel, FU.StridedConvFunnel, FU.LinearFunnel, DRF.LCMASplit)):
+        if isinstance(layer, (S.Slice, S.Abs, S.Sort, S.MaxPool2d, S.Augment, S.VAE, FL.FlowLinear, FL.FlowConv2d, FL.FlowPad2d, FU.CouplingFunnel, FU.CroppingConvFunnel, FU.StridedConvFunnel, FU.LinearFunnel, DRF.LCMASplit)):
             with torch.no_grad():
                 for p in layer.parameters(): p.add_(torch.randn_like(p) * 0.2)
     flow = Flow(StandardNormal(size), layers).double()

@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 from flownb.core import Flow
 from flownb.distributions import StandardNormal
-from flownb.funnels import ConvFunnel, LinearFunnel, MLPFunnel, StridedConvFunnel
+from flownb.funnels import CroppingConvFunnel, LinearFunnel, CouplingFunnel, StridedConvFunnel
 
 
 def perturbed(module, scale, seed=0):
@@ -25,7 +25,7 @@ def test_conv_funnel_logdet_and_solve_match_brute_force(c_in, drop, k, h, w, bat
     if c_out is None: return
     H, W = h + k, w + k
     torch.manual_seed(seed)
-    t = perturbed(ConvFunnel(c_in, c_out, k, hidden_channels=4), 0.3, seed).double()
+    t = perturbed(CroppingConvFunnel(c_in, c_out, k, hidden_channels=4), 0.3, seed).double()
     x = torch.randn(batch, c_in, H, W, dtype=torch.float64)
     z, ldj = t(x)
     assert z.shape == (batch, c_out, H - k + 1, W - k + 1) and ldj.shape == (batch,)
@@ -42,7 +42,7 @@ def test_conv_funnel_logdet_and_solve_match_brute_force(c_in, drop, k, h, w, bat
 def test_mlp_funnel_round_trips(d_in, d_out, transform, seed):
     if d_out >= d_in: return
     torch.manual_seed(seed)
-    t = perturbed(MLPFunnel(d_in, d_out, 8, transform=transform), 0.2, seed).double()
+    t = perturbed(CouplingFunnel(d_in, d_out, 8, transform=transform), 0.2, seed).double()
     x = torch.randn(5, d_in, dtype=torch.float64)
     z, ldj = t(x)
     assert torch.isfinite(ldj).all()
@@ -106,7 +106,7 @@ def test_strided_conv_funnel_density_integrates_to_one_in_4d():
 def test_conv_funnel_density_integrates_to_one_in_4d():
     "A 1×2×2 image funnelled to one pixel: importance sampling over R^4 must give total mass 1"
     torch.manual_seed(0)
-    flow = Flow(StandardNormal((1, 1, 1)), [perturbed(ConvFunnel(1, 1, 2, hidden_channels=4), 0.1)]).double()
+    flow = Flow(StandardNormal((1, 1, 1)), [perturbed(CroppingConvFunnel(1, 1, 2, hidden_channels=4), 0.1)]).double()
     q = torch.distributions.Normal(torch.zeros(4, dtype=torch.float64), 2.0)
     x = q.sample((400_000,))
     with torch.no_grad(): log_w = flow.log_prob(x.reshape(-1, 1, 2, 2)) - q.log_prob(x).sum(1)
@@ -117,7 +117,7 @@ def test_conv_funnel_density_integrates_to_one_in_4d():
 
 
 def test_funnels_refuse_to_increase_dimension():
-    with pytest.raises(ValueError, match='a funnel reduces dimension'): MLPFunnel(3, 3)
-    with pytest.raises(ValueError, match='a funnel reduces dimension'): ConvFunnel(1, 2, 3)
-    with pytest.raises(ValueError, match='drops nothing'): ConvFunnel(2, 2, 1)
-    with pytest.raises(ValueError, match="transform must be 'affine' or 'spline'"): MLPFunnel(3, 1, transform='cubic')
+    with pytest.raises(ValueError, match='a funnel reduces dimension'): CouplingFunnel(3, 3)
+    with pytest.raises(ValueError, match='a funnel reduces dimension'): CroppingConvFunnel(1, 2, 3)
+    with pytest.raises(ValueError, match='drops nothing'): CroppingConvFunnel(2, 2, 1)
+    with pytest.raises(ValueError, match="transform must be 'affine' or 'spline'"): CouplingFunnel(3, 1, transform='cubic')

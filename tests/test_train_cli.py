@@ -132,6 +132,33 @@ def test_eval_and_sample_from_a_checkpoint(tmp_path):
     assert samples.shape == (5, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 16
 
 
+def test_eval_ood_scores_outliers_and_refuses_what_it_cannot(tmp_path):
+    "--ood: the AUROC line and a histogram for each kind of outlier, a dataset resized to the model's shape, clear refusals"
+    run = tmp_path / 'run'
+    flownb('train', '--epochs', '3', '--out', run, '--quiet')
+    for kind in ('inverted', 'noised', 'uniform', 'shuffled'):
+        out = flownb('eval', run, '--ood', kind).stdout
+        auroc = float(out.split('AUROC ')[1].split(';')[0])
+        assert 0 <= auroc <= 1 and (run / f'ood-{kind}.png').stat().st_size > 1000, out
+    assert float(flownb('eval', run, '--ood', 'uniform').stdout.split('AUROC ')[1].split(';')[0]) > 0.9   # noise is easy to tell apart
+    r = flownb('eval', run, '--ood', 'nope', check=False)
+    assert r.returncode != 0 and "--ood must be one of inverted, noised, uniform, shuffled or a dataset name" in r.stderr
+    r = flownb('eval', run, '--ood', 'moons', check=False)
+    assert r.returncode != 0 and "cannot be brought to the model's (1, 8, 8)" in r.stderr
+    flownb('train', '--epochs', '1', '--out', tmp_path / 'cond', '--quiet', '--conditional')
+    r = flownb('eval', tmp_path / 'cond', '--ood', 'inverted', check=False)
+    assert r.returncode != 0 and 'the model is class-conditional' in r.stderr
+
+
+@pytest.mark.skipif(not MNIST.exists(), reason='needs ../shared/data/mnist')
+def test_eval_ood_digits_against_an_mnist_model(tmp_path):
+    "The bundled digits, resized from 8×8 to 28×28 and rescaled from 17 to 256 levels, as outliers of an MNIST model"
+    run = tmp_path / 'mnist'
+    flownb('train', '--data', 'mnist', '--data-dir', MNIST, '--model', 'gaussian', '--epochs', '1', '--out', run, '--quiet')
+    out = flownb('eval', run, '--ood', 'digits', '--batch-size', '2000').stdout
+    assert 'digits test, resized 8×8 → 28×28' in out and (run / 'ood-digits.png').exists()
+
+
 def test_toy_data_trains_and_samples(tmp_path):
     run = tmp_path / 'moons'
     flownb('train', '--data', 'moons', '--model', 'realnvp', '--epochs', '2', '--out', run, '--quiet')

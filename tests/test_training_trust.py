@@ -430,7 +430,7 @@ def test_import_flownb_exposes_the_main_names(tmp_path, digits):
     flow = flownb.Flow(flownb.StandardNormal(4), flownb.flowify(nn.Sequential(nn.Linear(6, 4))))
     assert flow.log_prob(torch.randn(2, 6)).shape == (2,)
     assert T.TrainConfig is flownb.TrainConfig and FL.FlowLinear is flownb.FlowLinear
-    for name in ('ActNorm', 'AffineCoupling', 'RQSpline', 'FlowConv2d', 'MaxPool2d', 'MLPFunnel', 'Slice', 'UniformDequantization',
+    for name in ('ActNorm', 'AffineCoupling', 'RQSpline', 'FlowConv2d', 'MaxPool2d', 'CouplingFunnel', 'Slice', 'UniformDequantization',
                  'LowDimPrior', 'check_logdet', 'load_data', 'create_model', 'register_model', 'ConditionalDiagonalNormal'):
         assert hasattr(flownb, name), name
     result = flownb.train(flownb.TrainConfig(model='gaussian', batch_size=256, epochs=1), tmp_path / 'run', progress=False, data=digits)

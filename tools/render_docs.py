@@ -53,6 +53,34 @@ def _strip_quarto(md: str, site_host: str | None) -> str:
     return md
 
 
+SECTION = re.compile(r'^(Arguments|Args|Returns|Raises|Example|Examples):[ \t]*\n((?:(?:[ ]{4}.*)?\n?)+)', re.M)
+
+
+def docstring_sections(md: str) -> str:
+    """zuko-style docstring sections as markdown: `Arguments:` (and `Returns:`, `Raises:`) with indented `name: text`
+    lines become a bold heading over a list, `Example:` with indented `>>>` lines a Python code block. Plain markdown
+    would run each section into one paragraph."""
+    def section(m):
+        title, body = m.group(1), m.group(2)
+        lines = [l[4:] for l in body.rstrip('\n').split('\n')]
+        while lines and not lines[-1].strip(): lines.pop()
+        if title.startswith('Example'):
+            code = '\n'.join(l[4:] if l.startswith(('>>> ', '... ')) else l for l in lines)
+            return f"**{title}**\n\n```python\n{code}\n```\n\n"
+        items = []
+        for l in lines:
+            entry = re.match(r'([\w*, ]+?):\s(.*)', l)
+            if entry and not l.startswith(' '):
+                names = ', '.join(f'`{n.strip()}`' for n in entry.group(1).split(','))
+                items.append(f"- {names}: {entry.group(2)}")
+            elif items: items[-1] += ' ' + l.strip()
+            else: items.append(l)
+        return f"**{title}**\n\n" + '\n'.join(items) + '\n\n'
+    md = SECTION.sub(section, md)
+    # nbdev italicises a docstring's first line; a summary that wraps onto more lines gets the whole paragraph
+    return re.sub(r'^\*([^*\n]+)\*\n((?:[^\n]+\n)*?[^\n]+)(?=\n\n|\n?\Z)', lambda m: f"*{m.group(1)}\n{m.group(2)}*", md, flags=re.M)
+
+
 def translate(nb_path: Path, site_host: str | None) -> tuple[nbformat.NotebookNode, dict]:
     "Turn one Quarto-ready notebook into a plain one for mkdocs-jupyter; returns (notebook, front matter)"
     nb = nbformat.read(nb_path, as_version=4)
@@ -72,7 +100,7 @@ def translate(nb_path: Path, site_host: str | None) -> tuple[nbformat.NotebookNo
             body = '\n'.join(l for l in cell.source.splitlines() if not l.startswith('#|')).strip()
             if any('output: asis' in d for d in directives):  # show_doc entries: their markdown output becomes the cell
                 md = ''.join(o.get('data', {}).get('text/markdown', '') for o in cell.get('outputs', []))
-                cells.append(nbformat.v4.new_markdown_cell(_strip_quarto(md, site_host)))
+                cells.append(nbformat.v4.new_markdown_cell(docstring_sections(_strip_quarto(md, site_host))))
                 continue
             if any('echo: false' in d for d in directives): cell.metadata.setdefault('tags', []).append('remove_input')
             cell.source = body
@@ -98,7 +126,8 @@ def copy_mathjax(dest: Path):
 
 
 def nav_title(meta: dict, name: str) -> str:
-    return meta.get('title', name)
+    "The page's title for the navigation, which shows text only (no markdown: backticks would appear as typed)"
+    return meta.get('title', name).replace('`', '')
 
 
 HEADING = re.compile(r'<h([1-6]) id="([^"]*)">(.*?)</h\1>', re.S)
@@ -176,7 +205,7 @@ def write_mkdocs_yml(pages: list[tuple[str, str]], cfg) -> Path:
             'execute': False, 'include_source': False, 'ignore_h1_titles': True, 'include_requirejs': False,
             'custom_mathjax_url': 'assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full',
             'remove_tag_config': {'remove_input_tags': ['remove_input']}}}],
-        'markdown_extensions': ['admonition', 'tables'],
+        'markdown_extensions': ['admonition', 'tables'], 'extra_css': ['site.css'],
         'nav': [{title: fname} for fname, title in pages],
     }
     path = ROOT / 'mkdocs.yml'
@@ -213,6 +242,7 @@ def main():
     pages.sort(key=lambda p: (p[0] != 'index.ipynb',))
     copy_mathjax(STAGE / 'assets' / 'mathjax')
     shutil.copy2(ROOT / 'nbs' / 'styles.css', STAGE / 'styles.css')
+    shutil.copy2(ROOT / 'tools' / 'site.css', STAGE / 'site.css')
     results = ROOT / 'bench' / 'results'
     for plot in sorted(results.rglob('*.png')):   # the benchmark plots and sample grids the index page shows, in their folders
         target = STAGE / 'bench' / 'results' / plot.relative_to(results)
