@@ -43,6 +43,7 @@ EXPERIMENTS = {
         'models': ['maxpool', 'slice'],
         'question': 'does max pooling do as well as slicing as the dimension-reducing step of the same image flow?',
         'claim': ('maxpool', '<=', 'slice', 0.05), 'thesis': 'max pooling can replace slicing in a multi-scale flow',
+        'full': {'dequantization': 'flow'},   # the paper's image runs dequantize with a flow (survae_flows: --dequant flow)
         'published': 'not found'},
     'drf-lcma': {
         'paper': 'Dimensionality Reduction Flows (Das, Abbeel, Spanos 2019)', 'data': 'mnist',
@@ -66,7 +67,7 @@ def commit() -> str:
 def settings(experiment: dict, scale: str, time_budget: float, epochs: int) -> dict:
     "The training settings every model of the experiment shares at this scale (None: each model's own recipe)"
     from flownb.models import MODELS
-    if scale == 'full': return {}
+    if scale == 'full': return dict(experiment.get('full', {}))   # each model's recipe, plus what the paper's runs set
     recipe = MODELS[experiment['models'][0]].recipe or {}
     return {'optimizer': recipe.get('optimizer', 'adam'), 'lr': recipe.get('lr', 5e-4), 'weight_decay': recipe.get('weight_decay', 0.0),
             'grad_clip': recipe.get('grad_clip', 0.0), 'batch_size': CPU_BATCH, 'epochs': epochs, 'time_budget': time_budget}
@@ -144,7 +145,8 @@ def run(name: str, args) -> dict:
 
 def budget_text(r: dict) -> str:
     s = r['settings']
-    if not s: return "each model's recipe"
+    if not s or 'time_budget' not in s:
+        return "each model's recipe" + ''.join(f", {k} {v}" for k, v in (s or {}).items())
     return f"{s['time_budget']:g} s or {s['epochs']} epochs, batch {s['batch_size']}, {s['optimizer']} {s['lr']:g}, {r['device']}, 1 thread"
 
 

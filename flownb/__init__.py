@@ -16,7 +16,7 @@ from .bijections import (LeakyReLU, PReLU, RQSpline, ActNorm, AffineCoupling, Sp
                                Reshape, Flatten, Logit)
 from .flowify import FlowLinear, FlowConv2d, FlowPad2d, FlowBatchNorm, Tanh, Sigmoid, ELU
 from .surjections import Slice, Augment, Abs, Log, Sort, SortedToReal, StochasticPermutation, MaxPool2d, VAE
-from .dequantization import UniformDequantization, VariationalDequantization
+from .dequantization import UniformDequantization, VariationalDequantization, FlowDequantization
 from .funnels import CouplingFunnel, LinearFunnel, CroppingConvFunnel, StridedConvFunnel, MLPFunnel, ConvFunnel
 from .drf import LowDimPrior, LCMASplit, fit_lcma
 from .data import DensityData, load_data, split_validation

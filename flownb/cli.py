@@ -42,7 +42,7 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
               resume: Param("continue the run in --out from its checkpoint.pt", store_true) = False,
               seed: Param("random seed (also picks the validation split)", int) = 0,
               k: Param("importance samples for a final IW bound of bounded models (0: ELBO only)", int) = 0,
-              dequantization: Param("'uniform' or 'variational' (a learned noise density: a tighter bound)", str) = 'uniform',
+              dequantization: Param("'uniform', 'variational' (a learned logit-normal noise density: a tighter bound) or 'flow' (a learned flow: tighter still)", str) = 'uniform',
               amp: Param("bfloat16 autocast on CUDA", store_true) = False,
               quiet: Param("no progress bar and no line per epoch", store_true) = False):
     "Train a density model, keep the epoch of lowest validation bits/dim and report its test bits/dim; with no options, the flowified MLP on the bundled digits"

@@ -17,12 +17,12 @@ from .bijections import ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Squeez
 from .flowify import flowify, Flatten, FlowLinear, FlowConv2d
 from .flowify_conv import FlowPad2d
 from .surjections import MaxPool2d, Slice
-from .dequantization import UniformDequantization, VariationalDequantization
+from .dequantization import UniformDequantization, VariationalDequantization, FlowDequantization
 from .funnels import CroppingConvFunnel, CouplingFunnel, StridedConvFunnel
 from .drf import LCMASplit, LowDimPrior
 
 # %% auto #0
-__all__ = ['RECIPE_FIELDS', 'MODELS', 'FLOWIFICATION_RECIPE', 'FLOWIFICATION_ARCHITECTURES', 'PAPER_SHAPES',
+__all__ = ['RECIPE_FIELDS', 'MODELS', 'DEQUANTIZATIONS', 'FLOWIFICATION_RECIPE', 'FLOWIFICATION_ARCHITECTURES', 'PAPER_SHAPES',
            'FUNNELS_IMAGE_RECIPE', 'ModelSpec', 'register_model', 'conditioning_of', 'create_model',
            'continuous_part_exact', 'latent_shape', 'num_parameters', 'gaussian', 'realnvp', 'flowify_mlp',
            'flowify_mlp_coupling', 'flowify_conv1', 'flowify_conv1_coupling', 'flowify_conv2', 'flowify_conv2_coupling',
@@ -111,9 +111,11 @@ def _condition(name: str, spec: ModelSpec, flow: Flow, context_features: int) ->
     flow.conditioning = conditioning_of(flow)['summary']
     return flow
 
+DEQUANTIZATIONS = ('uniform', 'variational', 'flow')   # uniform noise, a logit-normal q(u|x), a conditional flow q(u|x)
+
 def create_model(name: str, shape: Sequence[int], bins: int | None = None, dequantization: str = 'uniform',
                  context_features: int = 0, **options) -> Flow:
-    """Build the registered model `name` for data of event `shape` with `bins` levels (None: continuous data), dequantized 'uniform'ly or 'variational'ly;
+    """Build the registered model `name` for data of event `shape` with `bins` levels (None: continuous data), dequantized by uniform noise, a logit-normal ('variational') or a flow ('flow') q(u|x);
     with `context_features` K > 0, conditional on a `(batch, K)` context (e.g. a one-hot label): a builder that names `context_features` gets it and
     passes it to every layer with a conditioner, and a standard normal base becomes a class-conditional Gaussian (`conditioning_of` says where the label goes)"""
     if name not in MODELS: raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)} (see `flownb models`)")
@@ -124,14 +126,14 @@ def create_model(name: str, shape: Sequence[int], bins: int | None = None, dequa
         raise ValueError(f"model {name!r} is defined for data of shape {' or '.join(map(str, spec.shapes))} only, got {shape}")
     if len(shape) not in (1, 3): raise ValueError(f"models take vectors (features,) or images (channels, height, width); got {shape}")
     if bins is not None and bins < 2: raise ValueError(f"bins must be at least 2 for discrete data, or None; got {bins}")
-    if dequantization not in ('uniform', 'variational'):
-        raise ValueError(f"dequantization must be 'uniform' or 'variational', got {dequantization!r}")
+    if dequantization not in DEQUANTIZATIONS:
+        raise ValueError(f"dequantization must be one of {', '.join(map(repr, DEQUANTIZATIONS))}, got {dequantization!r}")
     if not isinstance(context_features, int) or isinstance(context_features, bool) or context_features < 0:
         raise ValueError(f"context_features must be a non-negative integer, got {context_features!r}")
     if context_features and spec.takes_context: options = {**options, 'context_features': context_features}
     flow = spec.build(shape, bins, **options)
-    if bins is not None and dequantization == 'variational':   # swap the first layer: a learned q(u|x), a tighter bound
-        flow.transform.transforms[0] = VariationalDequantization(shape, bins)
+    if bins is not None and dequantization != 'uniform':   # swap the first layer: a learned q(u|x), a tighter bound
+        flow.transform.transforms[0] = (VariationalDequantization if dequantization == 'variational' else FlowDequantization)(shape, bins)
     if context_features: flow = _condition(name, spec, flow, context_features)
     flow.model_name = name
     return flow

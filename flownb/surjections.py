@@ -377,4 +377,4 @@ class VAE(Surjection):
         return self.decoder.draw(z, context, mean=self.noise_mean)
 
 # %% ../nbs/07_surjections.ipynb #707a8ee3
-from .dequantization import UniformDequantization, VariationalDequantization  # defined in 08_dequantization
+from .dequantization import UniformDequantization, VariationalDequantization, FlowDequantization  # defined in 08

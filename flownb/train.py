@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 import flownb
 from .core import Flow, validation, context_features_of, noise_mean
 from .data import DensityData, load_data, save_image_grid, split_validation, DATASETS
-from .models import MODELS, create_model, continuous_part_exact, num_parameters, latent_shape
+from .models import MODELS, DEQUANTIZATIONS, create_model, continuous_part_exact, num_parameters, latent_shape
 from .drf import LCMASplit, fit_lcma
 
 # %% auto #0
@@ -82,7 +82,7 @@ class TrainConfig:
     device: str = 'auto'            # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...
     amp: bool = False               # bfloat16 autocast on CUDA
     eval_k: int = 0                 # importance samples for the final IW bound of bounded models (0: ELBO only)
-    dequantization: str = 'uniform' # 'uniform' or 'variational' (discrete data only)
+    dequantization: str = 'uniform' # 'uniform', 'variational' (logit-normal q) or 'flow' (a flow q); discrete data only
     model_options: dict = field(default_factory=dict)  # extra keyword arguments for the model builder
     patience: int | None = None     # stop after this many epochs without a lower validation bits/dim (None: never)
     max_steps: int | None = None    # stop after this many optimizer steps in all (None: no limit)
@@ -105,7 +105,7 @@ class TrainConfig:
             if v is not None and not (_number(v) and v >= 0): raise ValueError(f"{name} must be a number >= 0, got {v!r}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
-        if self.dequantization not in ('uniform', 'variational'): raise ValueError(f"dequantization must be 'uniform' or 'variational', got {self.dequantization!r}")
+        if self.dequantization not in DEQUANTIZATIONS: raise ValueError(f"dequantization must be one of {', '.join(map(repr, DEQUANTIZATIONS))}, got {self.dequantization!r}")
         if not isinstance(self.eval_k, int) or self.eval_k < 0: raise ValueError(f"eval_k must be a non-negative integer, got {self.eval_k!r}")
         for name in ('patience', 'max_steps'):
             v = getattr(self, name)
@@ -290,7 +290,7 @@ def _short(value) -> str:
     return s if len(s) <= 40 else s[:37] + '...'
 
 _CONFIG_FIELDS = {'model': (str, 'a model name'), 'data': (str, 'a dataset name'), 'data_dir': ((str, type(None)), 'a folder or None'),
-                  'seed': (int, 'an integer'), 'dequantization': (str, "'uniform' or 'variational'"), 'model_options': (dict, 'a dict of options')}
+                  'seed': (int, 'an integer'), 'dequantization': (str, "'uniform', 'variational' or 'flow'"), 'model_options': (dict, 'a dict of options')}
 
 def _check_fields(path: Path, state: dict):
     "Raise a `CheckpointError` naming the first field whose type is not what `save_checkpoint` writes"

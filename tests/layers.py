@@ -112,6 +112,8 @@ SURJECTIONS = {
     'VAE': (lambda: S.VAE(4, 2, hidden_features=8), vec(4), False),
     'UniformDequantization': (lambda: S.UniformDequantization(16, shape=(1, 3, 3)), levels((1, 3, 3), 16), False),
     'VariationalDequantization': (lambda: S.VariationalDequantization((1, 3, 3), bins=16, hidden_features=4), levels((1, 3, 3), 16), False),
+    'FlowDequantization': (lambda: S.FlowDequantization((1, 3, 3), bins=16, hidden_features=4, num_steps=2), levels((1, 3, 3), 16), False),
+    'FlowDequantization-vector': (lambda: S.FlowDequantization((3,), bins=16, hidden_features=4, num_steps=2), levels((3,), 16), False),
     'FlowLinear-reduce': (lambda: FL.FlowLinear(5, 2, hidden_features=8), vec(5), True),
     'FlowLinear-increase': (lambda: FL.FlowLinear(2, 5), vec(2), False),
     'FlowConv2d-exact': (lambda: FL.FlowConv2d(2, 3, 2, stride=2, hidden_channels=4), img(2, 4, 4), True),
@@ -219,7 +221,8 @@ NORMALIZE.update({
 # layers a density check says nothing about: pure rearrangements (log-determinant 0, and invertibility is tested),
 # discrete-data layers (their sum over levels is checked separately), and variants already covered under another name
 NOT_NORMALIZED = {'Squeeze': 'a rearrangement', 'Reshape': 'a rearrangement', 'Flatten': 'a rearrangement',
-                  'UniformDequantization': 'discrete data: summed over levels instead', 'VariationalDequantization': 'discrete data: summed over levels instead',
+                  'UniformDequantization': 'discrete data: summed over levels instead', 'VariationalDequantization': 'discrete data: summed over levels instead', 'FlowDequantization': 'discrete data: summed over levels instead',
+                  'FlowDequantization-vector': 'discrete data: summed over levels instead',
                   'FlowConv2d-gaps': 'a gap needs 3 pixels, so a 3-D density: integrated on a 3-D grid in tests/test_flowify_faults.py',
                   'FlowConv2d-gaps-square': 'same maths as FlowConv2d-gaps, integrated in tests/test_flowify_faults.py',
                   'FlowConv2d-gaps-overlap': 'overlap needs 3 rows and a gap 3 columns, a 9-D density; its parts are checked in tests/test_flowify_faults.py',

@@ -172,7 +172,7 @@ def test_density_integrates_to_one(name):
     assert abs(report.details['integral'] - expected) < (0.005 if exact else 0.02), f"{name} (exact={exact}): {report.message}; expected {expected:.5f}"
 
 
-@pytest.mark.parametrize('name', ['UniformDequantization', 'VariationalDequantization'])
+@pytest.mark.parametrize('name', ['UniformDequantization', 'VariationalDequantization', 'FlowDequantization'])
 def test_dequantization_bounds_on_discrete_data(name):
     """Discrete data: the ELBO of every level is below log P(level), so exp(ELBO) sums to at most one over the levels;
     the importance-weighted estimate of P(level) is unbiased, so it sums to one"""
@@ -181,9 +181,13 @@ def test_dequantization_bounds_on_discrete_data(name):
     from flownb.bijections import Logit
     import flownb.surjections as S
     torch.manual_seed(0)
-    deq = S.UniformDequantization(5, shape=(1,)) if name.startswith('Uniform') else S.VariationalDequantization((1,), bins=5, hidden_features=4)
+    deq = (S.UniformDequantization(5, shape=(1,)) if name.startswith('Uniform') else
+           S.VariationalDequantization((1,), bins=5, hidden_features=4) if name.startswith('Variational') else
+           S.FlowDequantization((1,), bins=5, hidden_features=4, num_steps=2))
+    # moved off the zero start; less for the flow, whose splines turn a large random move into a q far narrower than
+    # the cell's posterior, and then the importance weights are so heavy-tailed that 8 x 256 samples underestimate
     with torch.no_grad():
-        for p in deq.parameters(): p.add_(torch.randn_like(p) * 0.3)
+        for p in deq.parameters(): p.add_(torch.randn_like(p) * (0.05 if name.startswith('Flow') else 0.3))
     flow = Flow(StandardNormal(1), [deq, Logit(0.0)]).double()
     levels = torch.arange(5, dtype=torch.float64)[:, None]
     with torch.no_grad():

@@ -50,7 +50,7 @@ def test_wrong_dtype_names_the_layer_and_both_dtypes(kind, name, wrong):
         assert out.dtype == wrong, f"{name}: a parameter-free layer changed the dtype {wrong} to {out.dtype}"
         return
     forward_input = x.to(wrong) if x.is_floating_point() else x
-    if name.endswith('Dequantization'):   # reads integer levels of any dtype and converts them (casts_input)
+    if 'Dequantization' in name:   # reads integer levels of any dtype and converts them (casts_input)
         with torch.no_grad(): out = layer(x.to(wrong))[0]
         assert out.dtype == torch.float32
     else:
@@ -228,6 +228,9 @@ CONSTRUCTORS = [
     ('UniformDequantization(1)', lambda: S.UniformDequantization(1), 'UniformDequantization: bins must be an integer >= 2, got 1'),
     ('UniformDequantization(shape=(1, 0))', lambda: S.UniformDequantization(256, shape=(1, 0)), 'UniformDequantization: shape must hold positive integers'),
     ('VariationalDequantization(hidden=0)', lambda: S.VariationalDequantization((1, 2, 2), 4, hidden_features=0), 'VariationalDequantization: hidden_features must be a positive integer'),
+    ('FlowDequantization(num_steps=0)', lambda: S.FlowDequantization((1, 2, 2), 4, num_steps=0), 'FlowDequantization: num_steps must be a positive integer'),
+    ('FlowDequantization(spline_bins=1)', lambda: S.FlowDequantization((1, 2, 2), 4, spline_bins=1), 'FlowDequantization: spline_bins must be an integer >= 2'),
+    ('FlowDequantization(bound=0)', lambda: S.FlowDequantization((3,), 4, bound=0.0), 'FlowDequantization: bound must be a finite number > 0'),
     ('Sort(-1)', lambda: S.Sort(-1), 'Sort: features must be a positive integer, got -1'),
     ('Sort(0)', lambda: S.Sort(0), 'Sort: features must be a positive integer, got 0'),
     ('SortedToReal(0)', lambda: S.SortedToReal(0), 'SortedToReal: features must be a positive integer'),

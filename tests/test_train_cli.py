@@ -214,4 +214,16 @@ def test_variational_dequantization_run(tmp_path):
     assert type(flow.transform[0]).__name__ == 'VariationalDequantization' and state['config']['dequantization'] == 'variational'
     assert '(IW-4)' in flownb('eval', run / 'checkpoint.pt', '--k', '4').stdout
     r = flownb('train', '--dequantization', 'gaussian', check=False)
-    assert r.returncode == 1 and "dequantization must be 'uniform' or 'variational'" in r.stderr
+    assert r.returncode == 1 and "dequantization must be one of 'uniform', 'variational', 'flow'" in r.stderr
+
+
+def test_flow_dequantization_run_resumes_exactly(tmp_path):
+    "--dequantization flow: trained with the model, recorded in the checkpoint, restored by eval and by --resume"
+    from flownb.train import model_from_checkpoint
+    run = tmp_path / 'fdq'
+    flownb('train', '--model', 'maxpool', '--dequantization', 'flow', '--epochs', '2', '--out', run, '--quiet')
+    flow, state = model_from_checkpoint(run / 'checkpoint.pt')
+    assert type(flow.transform[0]).__name__ == 'FlowDequantization' and state['config']['dequantization'] == 'flow'
+    assert '(ELBO)' in flownb('eval', run).stdout
+    r = flownb('train', '--model', 'maxpool', '--dequantization', 'uniform', '--epochs', '3', '--out', run, '--resume', '--quiet', check=False)
+    assert r.returncode == 1 and 'dequantization' in r.stderr   # a resumed run keeps its dequantization
