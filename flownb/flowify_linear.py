@@ -21,7 +21,8 @@ __all__ = ['ORTHOGONAL_MAPS', 'BlockHouseholder', 'SVDFactors', 'FlowLinear']
 
 # %% ../nbs/04_flowify_linear.ipynb #351e39eb
 class BlockHouseholder(nn.Module):
-    "An orthogonal $d\\times d$ matrix $Q = H(y_1)\\cdots H(y_{d-1})\\,D$ of Householder reflections, applied to batches in blocks and never formed"
+    "An orthogonal $d\\times d$ matrix $Q = H(y_1)\\cdots H(y_{d-1})\\,D$ of Householder reflections, applied to batches in blocks, or formed once when the batch has more rows than d"
+    form_large_batches: bool = True   # more rows than d: form Q once and apply one product (False: always apply the reflections)
     def __init__(self, d: int, block: int = 64):
         super().__init__()
         if d < 1 or block < 1: raise ValueError(f"BlockHouseholder: d and block must be positive, got d={d}, block={block}")
@@ -60,7 +61,15 @@ class BlockHouseholder(nn.Module):
         # reflections lose orthogonality): the factors always apply in the parameters' own precision
         with torch.autocast(x.device.type, enabled=False): return self._right(x.to(self.vectors.dtype))
 
+    def _formed(self, x: Tensor) -> bool:
+        "Whether forming Q (the reflections applied to the d×d identity) and one product beats applying them to `x`'s rows"
+        return self.form_large_batches and x.numel() > self.d * self.d   # more rows than d (measured break-even, below)
+
     def _right(self, x: Tensor) -> Tensor:
+        if self._formed(x): return x @ self._reflect(torch.eye(self.d, dtype=x.dtype, device=x.device))
+        return self._reflect(x)
+
+    def _reflect(self, x: Tensor) -> Tensor:
         for y, s in self._blocks():
             x = x - torch.linalg.solve_triangular(s, x @ y, upper=True, left=False) @ y.T
         return x * self.signs
@@ -70,6 +79,7 @@ class BlockHouseholder(nn.Module):
         with torch.autocast(x.device.type, enabled=False): return self._right_t(x.to(self.vectors.dtype))
 
     def _right_t(self, x: Tensor) -> Tensor:
+        if self._formed(x): return x @ self._reflect(torch.eye(self.d, dtype=x.dtype, device=x.device)).T
         x = x * self.signs
         for y, s in reversed(list(self._blocks())):
             x = x - torch.linalg.solve_triangular(s.T, x @ y, upper=False, left=False) @ y.T
@@ -78,7 +88,8 @@ class BlockHouseholder(nn.Module):
     @property
     def weight(self) -> Tensor:
         "The matrix $Q$ itself, formed on request ($O(d^3)$; training never needs it)"
-        return self.right(torch.eye(self.d, dtype=self.vectors.dtype, device=self.vectors.device))
+        with torch.autocast(self.vectors.device.type, enabled=False):
+            return self._reflect(torch.eye(self.d, dtype=self.vectors.dtype, device=self.vectors.device))
 
 # %% ../nbs/04_flowify_linear.ipynb #b6f1d8e2
 class _HouseholderMap(nn.Module):
