@@ -156,6 +156,12 @@ def _check_call(layer: 'Transform', x, context, direction: str) -> None:
         batch = x.shape[0] if isinstance(x, Tensor) and x.dim() > 0 and not torch._C._functorch.is_functorch_wrapped_tensor(x) else None
         check_context(name(), context, context_features_of(layer), batch)
 
+class _NameOf:
+    "A layer's name for a message, formatted only when a message is written (not on every call that passes its checks)"
+    def __init__(self, layer, inverse: bool): self.layer, self.inverse = layer, inverse
+    def __format__(self, spec): return format(_layer_name(self.layer) + ('.inverse' if self.inverse else ''), spec)
+    __str__ = lambda self: format(self, '')
+
 def _under_contract(method, direction: str):
     "Wrap a subclass's `forward` or `inverse` so the contract's checks run first"
     inverse = direction == 'inverse'
@@ -163,7 +169,7 @@ def _under_contract(method, direction: str):
     def checked(self, x, context=None, *args, **kwargs):
         _check_call(self, x, context, direction)
         patterns = self._input_patterns(inverse)
-        if patterns is not None: check_input(_layer_name(self) + ('.inverse' if inverse else ''), x, *patterns)
+        if patterns is not None: check_input(_NameOf(self, inverse), x, *patterns)
         return method(self, x, context, *args, **kwargs)
     checked._flownb_contract = True
     return checked

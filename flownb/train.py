@@ -142,6 +142,19 @@ def _forked(device):
     "A fork of the RNG of the CPU (and of `device`, if CUDA), so that evaluation and drawing do not move training's random streams"
     return torch.random.fork_rng(devices=[device] if torch.device(device).type == 'cuda' else [])
 
+def _kind(flow: Flow, k: int | None) -> str:
+    "Which number `flow.log_prob(..., k=k)` is: 'exact', 'ELBO' or 'IW-K'"
+    return 'exact' if flow.exact else (f'IW-{k}' if k and k > 1 else 'ELBO')
+
+@torch.no_grad()
+def _log_probs(flow: Flow, x: Tensor, batch_size: int, k: int | None, device, labels: Tensor | None = None) -> Tensor:
+    "Each sample's log p(x) (given its label, for a conditional flow), in batches on `device`, as a float64 `(n,)` tensor on the CPU"
+    out = []
+    for start in range(0, len(x), batch_size):
+        context = None if labels is None else _one_hot(labels[start:start + batch_size], flow.context_features, device)
+        out.append(flow.log_prob(x[start:start + batch_size].to(device), context, k=k, k_chunk=min(k or 1, 16)).double().cpu())
+    return torch.cat(out)
+
 @torch.no_grad()
 def evaluate(flow: Flow, x: Tensor, batch_size: int = 500, k: int | None = None, device=None,
              labels: Tensor | None = None,  # class labels of `x`, for a class-conditional flow
@@ -154,16 +167,10 @@ def evaluate(flow: Flow, x: Tensor, batch_size: int = 500, k: int | None = None,
     if classes and labels is None: raise ValueError(f"evaluate: the flow is conditional on a context of {classes} features; give the labels")
     if labels is not None and not classes: labels = None   # an unconditional flow ignores them
     dims = math.prod(x.shape[1:])
-    total, per_image = 0.0, []
-    for start in range(0, len(x), batch_size):
-        part = x[start:start + batch_size].to(device)
-        context = None if labels is None else _one_hot(labels[start:start + batch_size], classes, device)
-        log_p = flow.log_prob(part, context, k=k, k_chunk=min(k or 1, 16)).double()
-        total += log_p.sum().item(); per_image.append(log_p.cpu())
-    mean_log_prob = total / len(x)
-    kind = 'exact' if flow.exact else (f'IW-{k}' if k and k > 1 else 'ELBO')
-    bpd = -torch.cat(per_image) / (dims * math.log(2))
-    result = {'bits_per_dim': -mean_log_prob / (dims * math.log(2)), 'log_prob': mean_log_prob, 'kind': kind, 'n': len(x),
+    log_p = _log_probs(flow, x, batch_size, k, device, labels)
+    mean_log_prob = log_p.sum().item() / len(x)
+    bpd = -log_p / (dims * math.log(2))
+    result = {'bits_per_dim': -mean_log_prob / (dims * math.log(2)), 'log_prob': mean_log_prob, 'kind': _kind(flow, k), 'n': len(x),
               'median_bits_per_dim': bpd.median().item(), 'max_bits_per_dim': bpd.max().item()}
     if labels is not None: result['given'] = 'the label'
     return result
@@ -200,9 +207,7 @@ def bits_per_sample(flow: Flow, x: Tensor, batch_size: int = 500, k: int | None 
     if flow.context_features:
         raise ValueError("bits_per_sample: the flow is class-conditional; an anomaly score needs p(x), the mixture over classes "
                          "(see classify), which this function does not compute; train an unconditional model for anomaly detection")
-    device = device or _device_of(flow)
-    out = [flow.log_prob(x[s:s + batch_size].to(device), k=k, k_chunk=min(k or 1, 16)).double().cpu() for s in range(0, len(x), batch_size)]
-    return -torch.cat(out) / (math.prod(x.shape[1:]) * math.log(2))
+    return -_log_probs(flow, x, batch_size, k, device or _device_of(flow)) / (math.prod(x.shape[1:]) * math.log(2))
 
 def _as_levels(x: Tensor, bins: int | None, shape, bins_to: int | None) -> Tensor:
     "Another dataset's samples brought to the model's event shape and levels (single-channel images resized, levels rescaled)"
@@ -243,7 +248,7 @@ def ood_scores(flow: Flow, x_in: Tensor, x_out: Tensor, batch_size: int = 500, k
     b_in, b_out = bits_per_sample(flow, x_in, batch_size, k, device), bits_per_sample(flow, x_out, batch_size, k, device)
     scores = torch.cat([b_in, b_out]).nan_to_num(posinf=1e30, neginf=-1e30)
     auroc = roc_auc_score(torch.cat([torch.zeros(len(b_in)), torch.ones(len(b_out))]).numpy(), scores.numpy())
-    return {'auroc': float(auroc), 'bits_in': b_in, 'bits_out': b_out, 'kind': 'exact' if flow.exact else (f'IW-{k}' if k and k > 1 else 'ELBO')}
+    return {'auroc': float(auroc), 'bits_in': b_in, 'bits_out': b_out, 'kind': _kind(flow, k)}
 
 def write_ood_histogram(result: dict, path: Path, labels: tuple[str, str] = ('in-distribution', 'outliers'), title: str = '') -> Path:
     "A histogram of both sets' bits/dim with the AUROC in the title, as a PNG"
