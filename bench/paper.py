@@ -22,7 +22,6 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import flownb
 from flownb.data import load_data, save_image_grid
 from flownb.models import create_model, num_parameters, continuous_part_exact, FLOWIFICATION_RECIPE
 from flownb.train import evaluate
@@ -88,9 +87,28 @@ def run(arch: str, data, cpu_seconds: float | None, epochs: int | None, device: 
     return result
 
 
+# the README table's rows: flownb's run (bench/results/paper/ARCH.json) beside the official one (bench/results/official/ARCH.json)
+TABLE_ROWS = {'mlp': 'mlp (exact continuous part)', 'conv2': 'conv2 (a bound on MNIST: one padding)', 'conv1': 'conv1 (a bound: overlaps, padding)',
+              'conv2-nsf': 'conv2-nsf (a bound on MNIST)', 'conv1-nsf': 'conv1-nsf (a bound)'}
+
+
+def table(results: Path = Path(__file__).parent / 'results') -> str:
+    "The README table of flownb's and the official code's runs, from their JSON files (rows whose two files are both there)"
+    lines = ['| model | flownb: steps, s/step | flownb test bits/dim | official: steps, s/step | official test bits/dim |',
+             '|---|---|---|---|---|']
+    for arch, label in TABLE_ROWS.items():
+        ours, theirs = results / 'paper' / f'{arch}.json', results / 'official' / f"{arch.replace('-', '_')}.json"
+        if not (ours.exists() and theirs.exists()): continue
+        a, b = json.loads(ours.read_text()), json.loads(theirs.read_text())
+        lines.append(f"| {label} | {a['steps']:,}, {a['seconds_per_step']:.2f} | **{a['test_bpd']:.3f}** | "
+                     f"{b['steps']:,}, {b['seconds_per_step']:.2f} | {b['test_bpd']:.3f} |")
+    return '\n'.join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--data-dir', required=True, help="MNIST IDX files (e.g. ../shared/data/mnist)")
+    p.add_argument('--table', action='store_true', help="print the README table of the results in bench/results/{paper,official} and stop")
+    p.add_argument('--data-dir', help="MNIST IDX files (e.g. ../shared/data/mnist)")
     p.add_argument('--models', default='mlp,conv2', help="comma-separated: mlp, conv1, conv2, conv1-nsf, conv2-nsf")
     p.add_argument('--cpu-seconds', type=float, default=600, help="training budget per model in process CPU seconds (CPU runs)")
     p.add_argument('--full', action='store_true', help="the paper's recipe: 300 epochs, no time budget (for a GPU)")
@@ -100,6 +118,8 @@ def main(argv=None):
     p.add_argument('--out', default=str(Path(__file__).parent / 'results' / 'paper'))
     p.add_argument('--save', default=None, help="a folder to save each trained model's weights in (<model>.pt; not committed)")
     args = p.parse_args(argv)
+    if args.table: print(table()); return
+    if args.data_dir is None: p.error('--data-dir is required to train (MNIST IDX files, e.g. ../shared/data/mnist)')
     torch.set_num_threads(args.threads)
     data = load_data('mnist', args.data_dir)
     for arch in args.models.split(','):

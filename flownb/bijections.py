@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastcore.basics import store_attr
 
 from .core import Bijection, check_sizes, check_positive, checks_active, sum_per_sample, features_pattern
-from .nn import mlp, conv_net, soft_clamp, with_context, context_input
+from .nn import mlp, conv_net, soft_clamp, context_input
 
 # %% auto #0
 __all__ = ['LeakyReLU', 'PReLU', 'rational_quadratic_spline', 'packed_spline', 'RQSpline', 'ActNorm', 'AffineCoupling',

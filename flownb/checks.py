@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor
 from torch.func import jacrev
 
-from .core import Transform, Bijection, Compose, Flow
+from .core import Transform, Compose, Flow
 
 # %% auto #0
 __all__ = ['CheckFailed', 'CheckReport', 'check_inverse', 'jacobian_logdet', 'check_logdet', 'density_grid', 'check_normalized',

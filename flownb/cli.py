@@ -46,10 +46,11 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
               amp: Param("bfloat16 autocast on CUDA", store_true) = False,
               quiet: Param("no progress bar and no line per epoch", store_true) = False):
     "Train a density model, keep the epoch of lowest validation bits/dim and report its test bits/dim; with no options, the flowified MLP on the bundled digits"
+    if k < 0: raise ValueError(f"--k must be >= 0 (0: the ELBO only), got {k}")
     modules = import_modules(imports)
     config = TrainConfig(model=model, data=data, data_dir=data_dir, download=download, epochs=epochs, batch_size=batch_size,
                          lr=lr, optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, device=device, amp=amp,
-                         eval_k=k, dequantization=dequantization, patience=patience, max_steps=max_steps, time_budget=time_budget,
+                         eval_k=k or None, dequantization=dequantization, patience=patience, max_steps=max_steps, time_budget=time_budget,
                          conditional=conditional, imports=modules)
     result = train(config, out, resume=resume, progress=not quiet)
     if not result: return   # processes other than rank 0 under torchrun

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #7f5f453e
 from __future__ import annotations
-import functools, math, numbers
+import functools, math, numbers, warnings
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -14,8 +14,9 @@ import torch.distributions as D
 
 # %% auto #0
 __all__ = ['STOCHASTIC_DIRECTIONS', 'set_validation', 'validation', 'checks_active', 'check_input', 'check_sizes',
-           'check_positive', 'sum_per_sample', 'features_pattern', 'as_shape', 'context_features_of', 'check_context',
-           'Transform', 'Bijection', 'Surjection', 'use_noise_mean', 'noise_mean', 'Compose', 'Flow', 'bits_per_dim']
+           'check_positive', 'renamed_arguments', 'sum_per_sample', 'features_pattern', 'as_shape',
+           'context_features_of', 'check_context', 'Transform', 'Bijection', 'Surjection', 'use_noise_mean',
+           'noise_mean', 'Compose', 'Flow', 'bits_per_dim']
 
 # %% ../nbs/00_core.ipynb #0d7f766b
 _validation = {'enabled': True}
@@ -79,6 +80,22 @@ def check_positive(owner: str,   # who is checking, used in the message
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value!r}")
+
+# %% ../nbs/00_core.ipynb #2a81f493
+def renamed_arguments(**renames: str):
+    "Decorator: accept each old keyword `old='new'` of a function as its new name, with a `DeprecationWarning` naming both"
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            for old, new in renames.items():
+                if old not in kwargs: continue
+                owner = function.__qualname__.removesuffix('.__init__')
+                if new in kwargs: raise TypeError(f"{owner}: got both {old!r} and {new!r}; {old!r} is the old name of {new!r}, pass only {new!r}")
+                warnings.warn(f"{owner}: {old!r} is now called {new!r}; the old name will be removed", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+        return wrapper
+    return decorate
 
 # %% ../nbs/00_core.ipynb #fcdc3e13
 def sum_per_sample(t: Tensor) -> Tensor:
@@ -174,7 +191,15 @@ def _under_contract(method, direction: str):
     checked._flownb_contract = True
     return checked
 
-class Transform(nn.Module):
+class _UnderContract(type):
+    """The metaclass of `Transform`: a `forward` or `inverse` set on a layer class after its definition (fastcore's
+    `@patch`, the way a long class grows method by method in these notebooks) runs under the contract too"""
+    def __setattr__(cls, name, value):
+        if name in ('forward', 'inverse') and callable(value) and not getattr(value, '_flownb_contract', False):
+            value = _under_contract(value, name)
+        super().__setattr__(name, value)
+
+class Transform(nn.Module, metaclass=_UnderContract):
     "A layer of a generalized flow: `forward(x, context) -> (z, ldj)` from data to latent, `inverse(z, context) -> x` back"
     _dtype_from_parts: bool = False  # True for containers (`Compose`): each part checks its own input's dtype, so the message names it
     exact: bool = True         # True when `ldj` is the exact log-likelihood contribution, False when it is a one-sample lower bound

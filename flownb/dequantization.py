@@ -94,18 +94,19 @@ class VariationalDequantization(UniformDequantization):
     Arguments:
         shape: event shape, `(features,)` (MLP network) or `(channels, height, width)` (convolutional network).
         bins: number of levels B.
-        hidden_features: width of the network.
+        hidden_features, num_layers: width and hidden layers of the network.
 
     Example:
         >>> t = VariationalDequantization((1, 8, 8), bins=17)
         >>> z, ldj = t(torch.randint(0, 17, (4, 1, 8, 8)))   # ldj = -log q(u|x) - 64 log 17
     """
-    def __init__(self, shape: Sequence[int], bins: int = 256, hidden_features: int = 32):
+    def __init__(self, shape: Sequence[int], bins: int = 256, hidden_features: int = 64, num_layers: int = 2):
         super().__init__(bins, shape)
         check_sizes('VariationalDequantization', hidden_features=hidden_features)
+        check_sizes('VariationalDequantization', 0, num_layers=num_layers)
         conv = len(self.shape) == 3
         if len(self.shape) not in (1, 3): raise ValueError(f"VariationalDequantization: shape must be (features,) or (channels, height, width), got {shape}")
-        self.q = ConditionalNormal(self.shape[0], self.shape[0], hidden_features, 2, conv=conv)
+        self.q = ConditionalNormal(self.shape[0], self.shape[0], hidden_features, num_layers, conv=conv)
 
     def _noise(self, x: Tensor, context) -> tuple[Tensor, Tensor]:
         loc, log_scale = self.q.params(x / (self.bins - 1) - 0.5)
@@ -128,7 +129,7 @@ class FlowDequantization(VariationalDequantization):
     Arguments:
         shape: event shape, `(features,)` (MLP networks) or `(channels, height, width)` (convolutional networks).
         bins: number of levels B.
-        hidden_features: width of every network.
+        hidden_features, num_layers: width and hidden layers of every network.
         num_steps: coupling steps K after the conditional Gaussian.
         spline_bins: bins of each spline.
         bound: the splines act on `[-bound, bound]` in logit space (identity outside).
@@ -137,9 +138,9 @@ class FlowDequantization(VariationalDequantization):
         >>> t = FlowDequantization((1, 8, 8), bins=17, num_steps=4)
         >>> z, ldj = t(torch.randint(0, 17, (4, 1, 8, 8)))   # ldj = -log q(u|x) - 64 log 17
     """
-    def __init__(self, shape: Sequence[int], bins: int = 256, hidden_features: int = 32, num_steps: int = 4,
+    def __init__(self, shape: Sequence[int], bins: int = 256, hidden_features: int = 64, num_layers: int = 2, num_steps: int = 4,
                  spline_bins: int = 8, bound: float = 4.0):
-        super().__init__(shape, bins, hidden_features)
+        super().__init__(shape, bins, hidden_features, num_layers)
         check_sizes('FlowDequantization', num_steps=num_steps)
         check_sizes('FlowDequantization', 2, spline_bins=spline_bins)
         check_positive('FlowDequantization', bound=bound)
@@ -147,7 +148,7 @@ class FlowDequantization(VariationalDequantization):
         c, self.conv = self.shape[0], len(self.shape) == 3
         build = conv_net if self.conv else mlp
         extra = 1 if self.conv else c                     # the mask, as one channel (images) or per feature (vectors)
-        self.steps = nn.ModuleList(build(2 * c + extra, c * (3 * spline_bins - 1), hidden_features) for _ in range(num_steps))
+        self.steps = nn.ModuleList(build(2 * c + extra, c * (3 * spline_bins - 1), hidden_features, num_layers) for _ in range(num_steps))
         if self.conv:
             h, w = self.shape[1:]
             board = (torch.arange(h)[:, None] + torch.arange(w)[None, :]) % 2

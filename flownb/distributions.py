@@ -10,7 +10,6 @@ from typing import Sequence
 import torch
 from torch import nn, Tensor
 import torch.distributions as D
-import torch.nn.functional as F
 from fastcore.basics import store_attr
 
 from .core import check_input, check_sizes, check_positive, as_shape

@@ -17,9 +17,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.utils import _pair
 
-from .core import Transform, Bijection, Compose, check_sizes, check_positive, checks_active, sum_per_sample
+from .core import Transform, Bijection, Compose, check_sizes, check_positive, checks_active, sum_per_sample, use_noise_mean
 from .bijections import LeakyReLU, Reshape, PReLU, Flatten
-from .flowify_linear import FlowLinear, SVDFactors, use_noise_mean
+from .flowify_linear import FlowLinear, SVDFactors
 from .flowify_conv import FlowConv2d, FlowPad2d
 
 _all_ = ['FlowLinear', 'FlowConv2d', 'FlowPad2d', 'SVDFactors', 'use_noise_mean', 'PReLU', 'Flatten']
@@ -637,7 +637,7 @@ class _Build:
 def flowify(module: nn.Module,                        # an nn.Sequential (nested too), a traceable nn.Module whose graph is a chain, or one layer
             input_shape: Sequence[int] | None = None, # event shape of the input, e.g. (1, 28, 28); read from a first nn.Linear when not given
             linear_options: dict | Callable | None = None, # extra arguments for every FlowLinear (e.g. hidden_features), or a function of the nn.Linear giving them
-            conv_options: dict | Callable | None = None,   # extra arguments for every FlowConv2d (e.g. hidden_channels), or a function of the nn.Conv2d
+            conv_options: dict | Callable | None = None,   # extra arguments for every FlowConv2d (e.g. hidden_features), or a function of the nn.Conv2d
             init: str = 'keep',                       # 'keep': weights carried over; 'orthogonal' (untrained networks): singular values 1, biases 0
             relu_slope: float | None = None,          # replace every ReLU by LeakyReLU(relu_slope), a different function (warned); None refuses ReLU
             dropout: str | None = None,               # 'identity': dropout becomes the identity it is in eval mode; None refuses it

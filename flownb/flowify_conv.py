@@ -12,9 +12,8 @@ import torch.distributions as D
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
-from .core import Surjection, check_sizes
+from .core import Surjection, check_sizes, renamed_arguments
 from .distributions import ConditionalNormal
-from .core import use_noise_mean
 from .flowify_linear import SVDFactors
 
 # %% auto #0
@@ -35,7 +34,7 @@ class FlowConv2d(Surjection):
 
     Arguments:
         in_channels, out_channels, kernel_size, stride, padding, bias: as for `nn.Conv2d` (zero padding, no dilation, no groups).
-        hidden_channels: width of the convolutional network for the dropped kernel coordinates.
+        hidden_features, num_layers: width and hidden layers of the convolutional network for the dropped kernel coordinates.
         context_features: size of an optional context vector given to that network.
         input_size: (H, W) of the input, needed by `inverse` only to restore unread rows/columns at the right and bottom.
         orthogonal_map: as for `FlowLinear`.
@@ -46,9 +45,10 @@ class FlowConv2d(Surjection):
         >>> x = layer.inverse(z)
     """
     temperature: float = 1.0   # scales the sampling noise of the unread pixels (see `Flow.sample`)
+    @renamed_arguments(hidden_channels='hidden_features')
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
-                 hidden_channels: int = 32, context_features: int = 0, input_size: tuple[int, int] | None = None,
-                 orthogonal_map: str = 'blocked_householder'):
+                 hidden_features: int = 64, num_layers: int = 2, context_features: int = 0,
+                 input_size: tuple[int, int] | None = None, orthogonal_map: str = 'blocked_householder'):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
@@ -62,7 +62,7 @@ class FlowConv2d(Surjection):
         self.crop_loc = nn.Parameter(torch.zeros(in_channels))         # the Gaussian of pixels no patch reads
         self.crop_log_scale = nn.Parameter(torch.zeros(in_channels))
         d1, d2 = self.patch_features, out_channels
-        self.dropped = ConditionalNormal(d2, d1 - d2, hidden_channels, 2, context_features, conv=True) if d1 > d2 else None
+        self.dropped = ConditionalNormal(d2, d1 - d2, hidden_features, num_layers, context_features, conv=True) if d1 > d2 else None
         self.noise_log_scale = nn.Parameter(torch.zeros(d2 - d1)) if d2 > d1 else None
 
     @property
@@ -171,7 +171,7 @@ class FlowConv2d(Surjection):
         return self.svd.scale_out(y).transpose(1, 2).reshape(batch, d2, oh, ow), ldj
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        batch, d1, d2 = z.shape[0], self.patch_features, self.out_channels
+        d1, d2 = self.patch_features, self.out_channels
         (oh, ow), (kh, kw), (sh, sw), (ph, pw) = z.shape[2:], self.kernel_size, self.stride, self.padding
         y = self.svd.unscale_out(z.flatten(2).transpose(1, 2))    # (batch, L, d2)
         if d1 > d2:

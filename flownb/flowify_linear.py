@@ -4,7 +4,6 @@
 
 # %% ../nbs/04_flowify_linear.ipynb #78427922
 from __future__ import annotations
-import math
 
 import torch
 from torch import nn, Tensor
@@ -13,7 +12,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import orthogonal
 from fastcore.basics import store_attr
 
-from .core import Transform, Bijection, Surjection, use_noise_mean
+from .core import Surjection
 from .distributions import ConditionalNormal
 
 # %% auto #0

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torch.distributions as D
 from fastcore.basics import store_attr
 
-from .core import Surjection, check_sizes, check_positive, sum_per_sample
+from .core import Surjection, check_sizes, check_positive, sum_per_sample, renamed_arguments
 from .nn import mlp, conv_net, soft_clamp, context_input
 from .distributions import ConditionalNormal
 from .bijections import Conv1x1, packed_spline
@@ -104,7 +104,7 @@ class CroppingConvFunnel(Surjection):
     Arguments:
         in_channels, out_channels: channels, `out_channels <= in_channels`.
         kernel_size: k; the image shrinks by k-1 in height and width.
-        hidden_channels, num_layers: the dropped pixels' density network.
+        hidden_features, num_layers: the dropped pixels' density network.
         context_features: size of an optional context vector given to that network.
 
     Example:
@@ -114,10 +114,11 @@ class CroppingConvFunnel(Surjection):
     """
     exact, stochastic = True, 'inverse'   # an inference surjection: deterministic forward, exact
     temperature: float = 1.0   # scales the sampled border (see `Flow.sample`)
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, hidden_channels: int = 32,
+    @renamed_arguments(hidden_channels='hidden_features')
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, hidden_features: int = 64,
                  num_layers: int = 2, context_features: int = 0, max_log_scale: float = 7.0):
         super().__init__()
-        check_sizes('CroppingConvFunnel', in_channels=in_channels, out_channels=out_channels, hidden_channels=hidden_channels)
+        check_sizes('CroppingConvFunnel', in_channels=in_channels, out_channels=out_channels, hidden_features=hidden_features)
         check_positive('CroppingConvFunnel', max_log_scale=max_log_scale)
         if not 0 < out_channels <= in_channels:
             raise ValueError(f"CroppingConvFunnel: a funnel reduces dimension, so out_channels must be in 1..{in_channels} "
@@ -134,7 +135,7 @@ class CroppingConvFunnel(Surjection):
         self.lower = nn.Parameter(torch.zeros(c, c))        # strictly lower part of D
         self.log_diag = nn.Parameter(torch.zeros(c))        # D's diagonal is exp(log_diag) > 0
         self.bias = nn.Parameter(torch.zeros(c))
-        self.net = conv_net(c + context_features, 2 * in_channels, hidden_channels, num_layers)
+        self.net = conv_net(c + context_features, 2 * in_channels, hidden_features, num_layers)
 
     def _name(self): return f'CroppingConvFunnel({self.in_channels}→{self.out_channels}, k={self.kernel_size})'
 

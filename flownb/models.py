@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_models.ipynb #6ead7275
 from __future__ import annotations
-import math
+import inspect, math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -14,7 +14,7 @@ from torch import nn
 from .core import Flow, Transform, Compose, context_features_of
 from .distributions import StandardNormal, ConditionalDiagonalNormal
 from .bijections import ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Squeeze, Logit, RQSpline, Permutation
-from .flowify import flowify, Flatten, FlowLinear, FlowConv2d
+from .flowify import flowify, Flatten
 from .flowify_conv import FlowPad2d
 from .surjections import MaxPool2d, Slice
 from .dequantization import UniformDequantization, VariationalDequantization, FlowDequantization
@@ -53,8 +53,12 @@ class ModelSpec:
     @property
     def takes_context(self) -> bool:
         "Whether the builder conditions its own conditioners on a context: it names a `context_features` parameter (every flownb model does)"
-        import inspect
         return 'context_features' in inspect.signature(self.build).parameters
+
+    @property
+    def takes_dequantization(self) -> bool:
+        "Whether the builder builds the dequantization it is asked for: it names a `dequantization` parameter (every flownb model does)"
+        return 'dequantization' in inspect.signature(self.build).parameters
 
 MODELS: dict[str, ModelSpec] = {}
 
@@ -131,9 +135,11 @@ def create_model(name: str, shape: Sequence[int], bins: int | None = None, dequa
     if not isinstance(context_features, int) or isinstance(context_features, bool) or context_features < 0:
         raise ValueError(f"context_features must be a non-negative integer, got {context_features!r}")
     if context_features and spec.takes_context: options = {**options, 'context_features': context_features}
+    if spec.takes_dequantization: options = {**options, 'dequantization': dequantization}
+    elif bins is not None and dequantization != 'uniform':
+        raise ValueError(f"model {name!r} cannot be built with dequantization={dequantization!r}: its builder takes no dequantization "
+                         "option, so it builds its own front; register a builder that accepts dequantization= (every flownb builder does)")
     flow = spec.build(shape, bins, **options)
-    if bins is not None and dequantization != 'uniform':   # swap the first layer: a learned q(u|x), a tighter bound
-        flow.transform.transforms[0] = (VariationalDequantization if dequantization == 'variational' else FlowDequantization)(shape, bins)
     if context_features: flow = _condition(name, spec, flow, context_features)
     flow.model_name = name
     return flow
@@ -151,9 +157,17 @@ def num_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 # %% ../nbs/12_models.ipynb #5ee069e1
-def _front(shape, bins) -> list[Transform]:
+_LEARNED_DEQUANTIZER_WIDTH = 32   # the registry's q(u|x) networks: narrower than the layers' default, as every checkpoint since they were added
+
+def _dequantizer(shape, bins: int, dequantization: str = 'uniform') -> UniformDequantization:
+    "The first layer of a model of discrete data: uniform noise, a logit-normal q(u|x) ('variational') or a flow q(u|x) ('flow')"
+    if dequantization == 'uniform': return UniformDequantization(bins=bins, shape=shape)
+    learned = VariationalDequantization if dequantization == 'variational' else FlowDequantization
+    return learned(shape=shape, bins=bins, hidden_features=_LEARNED_DEQUANTIZER_WIDTH)
+
+def _front(shape, bins, dequantization: str = 'uniform') -> list[Transform]:
     "Dequantize and logit for discrete data; nothing for continuous data"
-    return [] if bins is None else [UniformDequantization(bins, shape), Logit(0.05)]
+    return [] if bins is None else [_dequantizer(shape, bins, dequantization), Logit(0.05)]
 
 def _image_blocks(channels: int, n: int, hidden: int, context: int = 0) -> list[Transform]:
     "n Glow steps on images: ActNorm, affine coupling (alternating halves; its conditioner reads a `context`-wide context), 1×1 convolution"
@@ -181,22 +195,22 @@ def _squeeze_if_even(shape) -> tuple[list[Transform], tuple[int, int, int]]:
 
 # %% ../nbs/12_models.ipynb #5044f7c0
 @register_model('gaussian', 'learned diagonal Gaussian on the (logit) data, initialised at the data moments: the floor every model must beat')
-def gaussian(shape, bins, context_features: int = 0, **_):
+def gaussian(shape, bins, context_features: int = 0, dequantization: str = 'uniform', **_):
     d = math.prod(shape)   # ActNorm then N(0, I) is a diagonal Gaussian whose data-dependent init is the moment fit; no conditioner, so a
                            # class-conditional gaussian conditions its base only
-    return Flow(StandardNormal(d), _front(shape, bins) + ([Flatten(shape)] if len(shape) > 1 else []) + [ActNorm(d)])
+    return Flow(StandardNormal(d), _front(shape, bins, dequantization) + ([Flatten(shape)] if len(shape) > 1 else []) + [ActNorm(d)])
 
 @register_model('realnvp', 'RealNVP/Glow-style baseline: affine couplings, 1x1 convolutions, squeezes; latent = data size')
-def realnvp(shape, bins, hidden: int = 64, blocks: int = 4, context_features: int = 0, **_):
-    layers, d, k = _front(shape, bins), math.prod(shape), context_features
+def realnvp(shape, bins, hidden: int = 64, blocks: int = 4, context_features: int = 0, dequantization: str = 'uniform', **_):
+    layers, d, context = _front(shape, bins, dequantization), math.prod(shape), context_features
     if len(shape) == 3:
         squeeze, s = _squeeze_if_even(shape)
-        layers += squeeze + _image_blocks(s[0], blocks, hidden, k)
+        layers += squeeze + _image_blocks(s[0], blocks, hidden, context)
         if s[1] % 2 == 0 and s[2] % 2 == 0:
             squeeze, s = _squeeze_if_even(s)
-            layers += squeeze + _image_blocks(s[0], blocks, hidden, k)
+            layers += squeeze + _image_blocks(s[0], blocks, hidden, context)
         layers.append(Flatten(s))
-    layers += _vector_blocks(d, 2 if len(shape) == 3 else blocks, hidden, k)
+    layers += _vector_blocks(d, 2 if len(shape) == 3 else blocks, hidden, context)
     return Flow(StandardNormal(d), layers)
 
 # %% ../nbs/12_models.ipynb #268204cf
@@ -226,41 +240,43 @@ def _reduces(layer: nn.Module) -> bool:
     if isinstance(layer, nn.Linear): return layer.in_features > layer.out_features
     return layer.in_channels * math.prod(layer.kernel_size) > layer.out_channels
 
-def _flowified(shape, bins, module: nn.Sequential, latent: int, hidden: int, context_features: int = 0) -> Flow:
+def _flowified(shape, bins, module: nn.Sequential, latent: int, hidden: int, context_features: int = 0,
+               dequantization: str = 'uniform') -> Flow:
     for layer in module:   # the plain layers only, not the conditioners inside flownb blocks
         if isinstance(layer, (nn.Linear, nn.Conv2d)): nn.init.orthogonal_(layer.weight)   # every singular value 1
     context = lambda layer: {'context_features': context_features} if context_features and _reduces(layer) else {}
     body = flowify(module, input_shape=shape, linear_options=lambda linear: {'hidden_features': hidden, **context(linear)},
-                   conv_options=lambda conv: {'hidden_channels': hidden // 2, **context(conv)})
-    return Flow(StandardNormal(latent), _front(shape, bins) + _swap_in_context_twins(body) + [RQSpline(latent, bound=4.0)])
+                   conv_options=lambda conv: {'hidden_features': hidden // 2, **context(conv)})
+    return Flow(StandardNormal(latent), _front(shape, bins, dequantization) + _swap_in_context_twins(body) + [RQSpline(latent, bound=4.0)])
 
 @register_model('flowify-mlp', 'flownb adaptation of the paper MLP for any size: halving widths to an 8-D latent, LeakyReLU (not the paper spline), logit front, 64-wide conditioners, a final spline')
-def flowify_mlp(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, **_):
+def flowify_mlp(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, dequantization: str = 'uniform', **_):
     d, latent = math.prod(shape), min(latent, math.prod(shape))
     module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent))
-    return _flowified(shape, bins, module, latent, hidden, context_features)
+    return _flowified(shape, bins, module, latent, hidden, context_features, dequantization)
 
 def _spline_block(width: int, hidden: int, conv: bool = False, context: int = 0) -> list[Transform]:
     "The block the paper's `-coupling` variants put after each activation: a rational-quadratic spline coupling (reading a `context`-wide context)"
     if width < 2: return []
-    return [_deferred(lambda k: SplineCoupling(width, hidden // 2 if conv else hidden, conv=conv, bound=4.0, context_features=k), context)]
+    return [_deferred(lambda reads: SplineCoupling(width, hidden // 2 if conv else hidden, conv=conv, bound=4.0, context_features=reads), context)]
 
 @register_model('flowify-mlp-coupling', 'flownb adaptation: flowify-mlp with a spline coupling after each activation (the paper puts its -nsf stacks elsewhere)')
-def flowify_mlp_coupling(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, **_):
+def flowify_mlp_coupling(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, dequantization: str = 'uniform', **_):
     d, latent = math.prod(shape), min(latent, math.prod(shape))
     between = lambda w: _spline_block(w, hidden, context=context_features)
     module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent, between=between))
-    return _flowified(shape, bins, module, latent, hidden, context_features)
+    return _flowified(shape, bins, module, latent, hidden, context_features, dequantization)
 
-def _conv1(shape, bins, latent: int, hidden: int, coupling: bool, context: int = 0) -> Flow:
+def _conv1(shape, bins, latent: int, hidden: int, coupling: bool, context: int = 0, dequantization: str = 'uniform') -> Flow:
     c, h, w = shape
     convs = [nn.Conv2d(c, 4 * c, 3, stride=2, padding=1), nn.LeakyReLU(0.1)]
     h, w, c = (h + 1) // 2, (w + 1) // 2, 4 * c
     if coupling: convs += _spline_block(c, hidden, conv=True, context=context)
     between = (lambda width: _spline_block(width, hidden, context=context)) if coupling else None
-    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, between=between)), latent, hidden, context)
+    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, between=between)), latent, hidden, context,
+                      dequantization)
 
-def _conv2(shape, bins, latent: int, hidden: int, coupling: bool, context: int = 0) -> Flow:
+def _conv2(shape, bins, latent: int, hidden: int, coupling: bool, context: int = 0, dequantization: str = 'uniform') -> Flow:
     c, h, w = shape
     convs = []
     for _ in range(2):
@@ -269,23 +285,24 @@ def _conv2(shape, bins, latent: int, hidden: int, coupling: bool, context: int =
         if coupling: convs += _spline_block(c, hidden, conv=True, context=context)
     if not convs: raise ValueError(f"flowify-conv2 needs an even image height and width, got {shape[1]}×{shape[2]}")
     between = (lambda width: _spline_block(width, hidden, context=context)) if coupling else None
-    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, between=between)), latent, hidden, context)
+    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, between=between)), latent, hidden, context,
+                      dequantization)
 
 @register_model('flowify-conv1', 'flownb adaptation: one overlapping 3x3 stride-2 convolution (padding 1), then flowify-mlp; a bound', data='image')
-def flowify_conv1(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, **_):
-    return _conv1(shape, bins, latent, hidden, coupling=False, context=context_features)
+def flowify_conv1(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, dequantization: str = 'uniform', **_):
+    return _conv1(shape, bins, latent, hidden, coupling=False, context=context_features, dequantization=dequantization)
 
 @register_model('flowify-conv1-coupling', 'flownb adaptation: flowify-conv1 with a spline coupling after each activation; a bound', data='image')
-def flowify_conv1_coupling(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, **_):
-    return _conv1(shape, bins, latent, hidden, coupling=True, context=context_features)
+def flowify_conv1_coupling(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, dequantization: str = 'uniform', **_):
+    return _conv1(shape, bins, latent, hidden, coupling=True, context=context_features, dequantization=dequantization)
 
 @register_model('flowify-conv2', 'flownb adaptation: two non-overlapping 2x2 stride-2 convolutions, then flowify-mlp; exact', data='image')
-def flowify_conv2(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, **_):
-    return _conv2(shape, bins, latent, hidden, coupling=False, context=context_features)
+def flowify_conv2(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, dequantization: str = 'uniform', **_):
+    return _conv2(shape, bins, latent, hidden, coupling=False, context=context_features, dequantization=dequantization)
 
 @register_model('flowify-conv2-coupling', 'flownb adaptation: flowify-conv2 with a spline coupling after each activation; exact', data='image')
-def flowify_conv2_coupling(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, **_):
-    return _conv2(shape, bins, latent, hidden, coupling=True, context=context_features)
+def flowify_conv2_coupling(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, dequantization: str = 'uniform', **_):
+    return _conv2(shape, bins, latent, hidden, coupling=True, context=context_features, dequantization=dequantization)
 
 
 # %% ../nbs/12_models.ipynb #a322a0a2
@@ -336,8 +353,8 @@ def _paper_nsf(features: int, couplings: int, conv: bool, context_features: int 
     layers = []
     for i in range(couplings):
         if i: layers.append(Permutation(features, 'reverse'))
-        layers.append(_deferred(lambda k: SplineCoupling(features, hidden_features=32 if conv else 256, num_layers=3, conv=conv, bins=5,
-                                                         bound=3.0, context_features=k), context_features))
+        layers.append(_deferred(lambda reads: SplineCoupling(features, hidden_features=32 if conv else 256, num_layers=3, conv=conv, bins=5,
+                                                             bound=3.0, context_features=reads), context_features))
     return layers
 
 def _stride_padding(size: int, kernel: int, stride: int) -> int:
@@ -375,9 +392,10 @@ def _paper_linear_options(linear: nn.Linear) -> dict:
 
 def _paper_conv_options(conv: nn.Conv2d) -> dict:
     "The official conditioner of a reducing convolution is 2·C_in + C_out channels wide"
-    return {'hidden_channels': 2 * conv.in_channels + conv.out_channels}
+    return {'hidden_features': 2 * conv.in_channels + conv.out_channels}
 
-def flowification_model(architecture: str, shape: Sequence[int], bins: int | None, context_features: int = 0) -> Flow:
+def flowification_model(architecture: str, shape: Sequence[int], bins: int | None, context_features: int = 0,
+                        dequantization: str = 'uniform') -> Flow:
     """The Flowification paper's `architecture` ('mlp', 'conv1', 'conv2', 'conv1-nsf', 'conv2-nsf') for MNIST (1, 28, 28) or CIFAR-10 (3, 32, 32);
     with `context_features` K, every conditioner also reads a `(batch, K)` context (a flownb extension: the paper's models are unconditional)"""
     data = _PAPER_DATA.get(tuple(shape))
@@ -389,59 +407,66 @@ def flowification_model(architecture: str, shape: Sequence[int], bins: int | Non
     body = flowify(paper_network(FLOWIFICATION_ARCHITECTURES[data, architecture], shape, context_features), input_shape=shape,
                    linear_options=lambda linear: {**_paper_linear_options(linear), **context(linear)},
                    conv_options=lambda conv: {**_paper_conv_options(conv), **context(conv)})
-    return Flow(StandardNormal(_PAPER_LATENT[data]), [UniformDequantization(bins, shape)] + _swap_in_context_twins(body))
+    return Flow(StandardNormal(_PAPER_LATENT[data]), [_dequantizer(shape, bins, dequantization)] + _swap_in_context_twins(body))
 
 
 # %% ../nbs/12_models.ipynb #b1502de0
 @register_model('flowification-mlp', "Flowification paper's MLP as its code builds it: 784-512-256-128-64-32-8 (CIFAR-10: 3072-1024-512-512-256-128), its shared spline after every layer but the last; exact", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
-def flowification_mlp(shape, bins, context_features: int = 0): return flowification_model('mlp', shape, bins, context_features)
+def flowification_mlp(shape, bins, context_features: int = 0, dequantization: str = 'uniform'):
+    return flowification_model('mlp', shape, bins, context_features, dequantization)
 
 @register_model('flowification-conv1', "Flowification paper's conv1: five overlapping convolutions (16-24-32-48-64 on MNIST), then 13 linear layers, its spline after each; a bound", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
-def flowification_conv1(shape, bins, context_features: int = 0): return flowification_model('conv1', shape, bins, context_features)
+def flowification_conv1(shape, bins, context_features: int = 0, dequantization: str = 'uniform'):
+    return flowification_model('conv1', shape, bins, context_features, dequantization)
 
 @register_model('flowification-conv2', "Flowification paper's conv2: five non-overlapping 2x2/2 convolutions (4-16-32-48-64), then 13 linear layers; a bound on MNIST (one padding), exact on CIFAR-10", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
-def flowification_conv2(shape, bins, context_features: int = 0): return flowification_model('conv2', shape, bins, context_features)
+def flowification_conv2(shape, bins, context_features: int = 0, dequantization: str = 'uniform'):
+    return flowification_model('conv2', shape, bins, context_features, dequantization)
 
 @register_model('flowification-conv1-nsf', "Flowification paper's conv1_nsf: conv1's convolutions, then spline-coupling stacks between two linear layers; a bound", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
-def flowification_conv1_nsf(shape, bins, context_features: int = 0): return flowification_model('conv1-nsf', shape, bins, context_features)
+def flowification_conv1_nsf(shape, bins, context_features: int = 0, dequantization: str = 'uniform'):
+    return flowification_model('conv1-nsf', shape, bins, context_features, dequantization)
 
 @register_model('flowification-conv2-nsf', "Flowification paper's conv2_nsf: 2x2/2 convolutions (4-16-24-32-64) with spline-coupling stacks after each, then between linear layers; a bound on MNIST", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
-def flowification_conv2_nsf(shape, bins, context_features: int = 0): return flowification_model('conv2-nsf', shape, bins, context_features)
+def flowification_conv2_nsf(shape, bins, context_features: int = 0, dequantization: str = 'uniform'):
+    return flowification_model('conv2-nsf', shape, bins, context_features, dequantization)
 
 # %% ../nbs/12_models.ipynb #e8f61ce6
 @register_model('funnel', 'Funnels: a 3x3 convolutional funnel, couplings, then an MLP funnel (spline) to a quarter of the dimensions')
-def funnel(shape, bins, hidden: int = 64, blocks: int = 2, reduction: int = 4, context_features: int = 0, **_):
-    layers, k = _front(shape, bins), context_features
+def funnel(shape, bins, hidden: int = 64, blocks: int = 2, reduction: int = 4, context_features: int = 0,
+           dequantization: str = 'uniform', **_):
+    layers, context = _front(shape, bins, dequantization), context_features
     if len(shape) == 3:
         c, h, w = shape
-        layers.append(CroppingConvFunnel(c, c, 3, hidden_channels=hidden // 2, context_features=k)); h, w = h - 2, w - 2
+        layers.append(CroppingConvFunnel(c, c, 3, hidden_features=hidden // 2, context_features=context)); h, w = h - 2, w - 2
         if h % 2 == 0 and w % 2 == 0:
-            layers += [Squeeze(2)] + _image_blocks(4 * c, blocks, hidden, k); c, h, w = 4 * c, h // 2, w // 2
+            layers += [Squeeze(2)] + _image_blocks(4 * c, blocks, hidden, context); c, h, w = 4 * c, h // 2, w // 2
         layers.append(Flatten((c, h, w))); d = c * h * w
     else: d = shape[0]
     latent = max(1, d // reduction)
-    layers += _vector_blocks(d, blocks, hidden, k) + [CouplingFunnel(d, latent, hidden, context_features=k, transform='spline', bound=4.0)]
-    layers += _vector_blocks(latent, blocks, hidden, k)
+    layers += _vector_blocks(d, blocks, hidden, context) + [CouplingFunnel(d, latent, hidden, context_features=context, transform='spline', bound=4.0)]
+    layers += _vector_blocks(latent, blocks, hidden, context)
     return Flow(StandardNormal(latent), layers)
 
-def _multiscale(shape, bins, reducer: str, hidden: int, blocks: int, k: int = 0) -> Flow:
-    layers = _front(shape, bins)
+def _maxpool_or_slice(shape, bins, reducer: str, hidden: int, blocks: int, context: int = 0, dequantization: str = 'uniform') -> Flow:
+    "The two-scale image flow that `maxpool` and `slice` share, its one dimension-reducing step chosen by `reducer`"
+    layers = _front(shape, bins, dequantization)
     squeeze, (c, h, w) = _squeeze_if_even(shape)
-    layers += squeeze + _image_blocks(c, blocks, hidden, k)
+    layers += squeeze + _image_blocks(c, blocks, hidden, context)
     if h % 2 or w % 2: raise ValueError(f"model {reducer!r} halves the image twice, so height and width must be divisible by 4; got {shape[1]}×{shape[2]}")
-    if reducer == 'maxpool': layers.append(MaxPool2d(c, 2, hidden_channels=hidden // 2, context_features=k))
-    else: layers += [Squeeze(2), Slice(4 * c, c, hidden, context_features=k, conv=True)]
+    if reducer == 'maxpool': layers.append(MaxPool2d(c, 2, hidden_features=hidden // 2, context_features=context))
+    else: layers += [Squeeze(2), Slice(4 * c, c, hidden, context_features=context, conv=True)]
     h, w = h // 2, w // 2
-    layers += _image_blocks(c, blocks, hidden, k) + [Flatten((c, h, w))] + _vector_blocks(c * h * w, blocks, hidden, k)
+    layers += _image_blocks(c, blocks, hidden, context) + [Flatten((c, h, w))] + _vector_blocks(c * h * w, blocks, hidden, context)
     return Flow(StandardNormal(c * h * w), layers)
 
 @register_model('maxpool', 'SurVAE: squeeze, couplings, 2x2 max pooling (4x fewer dimensions), couplings', data='image')
-def maxpool(shape, bins, hidden: int = 64, blocks: int = 2, context_features: int = 0, **_):
-    return _multiscale(shape, bins, 'maxpool', hidden, blocks, context_features)
+def maxpool(shape, bins, hidden: int = 64, blocks: int = 2, context_features: int = 0, dequantization: str = 'uniform', **_):
+    return _maxpool_or_slice(shape, bins, 'maxpool', hidden, blocks, context_features, dequantization)
 
 @register_model('slice', 'RealNVP multi-scale: squeeze, couplings, squeeze and slice off 3/4 of the channels, couplings', data='image')
-def slice_(shape, bins, hidden: int = 64, blocks: int = 2, context_features: int = 0, **_):
-    return _multiscale(shape, bins, 'slice', hidden, blocks, context_features)
+def slice_(shape, bins, hidden: int = 64, blocks: int = 2, context_features: int = 0, dequantization: str = 'uniform', **_):
+    return _maxpool_or_slice(shape, bins, 'slice', hidden, blocks, context_features, dequantization)
 
 # %% ../nbs/12_models.ipynb #4ce4be29
 FUNNELS_IMAGE_RECIPE = {'optimizer': 'adam', 'lr': 5e-4, 'weight_decay': 0.0, 'batch_size': 512, 'epochs': 1724, 'grad_clip': 0.0}
@@ -450,62 +475,64 @@ FUNNELS_IMAGE_RECIPE = {'optimizer': 'adam', 'lr': 5e-4, 'weight_decay': 0.0, 'b
 @register_model('funnels-conv', "Funnels paper's funnel_conv as its code builds it: pad to 32x32, 3 levels of squeeze + 7 spline-coupling Glow steps, a 2x2 strided funnel after the first two (MNIST: latent 64); exact apart from the padding",
                 data='image', recipe=FUNNELS_IMAGE_RECIPE)
 def funnels_conv(shape, bins, hidden: int = 64, steps: int = 7, levels: int | None = None, spline_bins: int = 2,
-                 context_features: int = 0, funnels: bool = True, **_):
+                 context_features: int = 0, funnels: bool = True, dequantization: str = 'uniform', **_):
     c, h, w = shape
-    k = context_features
+    context = context_features
     levels = levels or (3 if min(h, w) > 16 else 2 if min(h, w) > 4 else 1)
     factor = 2 ** (2 * levels - 1 if funnels else levels)   # every level squeezes, all but the last also funnel
     H, W = -(-h // factor) * factor, -(-w // factor) * factor
-    layers = [] if bins is None else [UniformDequantization(bins, shape)]
+    layers = [] if bins is None else [_dequantizer(shape, bins, dequantization)]
     if (H, W) != (h, w):
         layers.append(FlowPad2d(c, ((W - w) // 2, W - w - (W - w) // 2, (H - h) // 2, H - h - (H - h) // 2)))
     h, w = H, W
     for level in range(levels):
         layers.append(Squeeze(2)); c, h, w = 4 * c, h // 2, w // 2
         for _ in range(steps):
-            layers += [ActNorm(c), Conv1x1(c), SplineCoupling(c, hidden, context_features=k, conv=True, bins=spline_bins, bound=3.0)]
+            layers += [ActNorm(c), Conv1x1(c), SplineCoupling(c, hidden, context_features=context, conv=True, bins=spline_bins, bound=3.0)]
         layers.append(Conv1x1(c))
         if funnels and level < levels - 1:
-            layers += [ActNorm(c), StridedConvFunnel(c, 2, context_features=k)]; h, w = h // 2, w // 2
+            layers += [ActNorm(c), StridedConvFunnel(c, 2, context_features=context)]; h, w = h // 2, w // 2
     layers.append(Flatten((c, h, w)))
     return Flow(StandardNormal(c * h * w), layers)
 
 @register_model('funnels-glow', "Funnels paper's glow baseline: funnels-conv without its two funnels (same padding, levels and steps; MNIST: latent 1024)",
                 data='image', recipe=FUNNELS_IMAGE_RECIPE)
-def funnels_glow(shape, bins, context_features: int = 0, **kwargs):
-    return funnels_conv(shape, bins, context_features=context_features, funnels=False, **kwargs)
+def funnels_glow(shape, bins, context_features: int = 0, dequantization: str = 'uniform', **kwargs):
+    return funnels_conv(shape, bins, context_features=context_features, funnels=False, dequantization=dequantization, **kwargs)
 
 # %% ../nbs/12_models.ipynb #de834817
-def _factor_out(shape, bins, hidden: int, blocks: int, lcma: bool, k: int = 0) -> Flow:
-    layers = _front(shape, bins)
+def _multiscale_or_lcma(shape, bins, hidden: int, blocks: int, lcma: bool, context: int = 0, dequantization: str = 'uniform') -> Flow:
+    "The multi-scale flow that `multiscale` and `lcma` share: at each scale, half the dimensions factored out by a `Slice` or an `LCMASplit`"
+    layers = _front(shape, bins, dequantization)
     if len(shape) == 1:
         d = shape[0]
         if d < 2: raise ValueError(f"a multi-scale model needs at least 2 features to factor out half; got {d}")
         keep = d - d // 2
-        split = LCMASplit(d, keep, hidden, context_features=k) if lcma else Slice(d, keep, hidden, context_features=k)
-        layers += _vector_blocks(d, blocks, hidden, k) + [split] + _vector_blocks(keep, blocks, hidden, k)
+        split = LCMASplit(d, keep, hidden, context_features=context) if lcma else Slice(d, keep, hidden, context_features=context)
+        layers += _vector_blocks(d, blocks, hidden, context) + [split] + _vector_blocks(keep, blocks, hidden, context)
         return Flow(StandardNormal(keep), layers)
     s = tuple(shape)
     for scale in range(2):
         if scale and (s[1] % 2 or s[2] % 2): break
         squeeze, s = _squeeze_if_even(s)
-        layers += squeeze + _image_blocks(s[0], blocks, hidden, k)
+        layers += squeeze + _image_blocks(s[0], blocks, hidden, context)
         keep = s[0] // 2
-        layers.append(LCMASplit(s, keep, hidden // 2, context_features=k) if lcma else Slice(s[0], keep, hidden // 2, context_features=k, conv=True))
+        layers.append(LCMASplit(s, keep, hidden // 2, context_features=context) if lcma else Slice(s[0], keep, hidden // 2, context_features=context, conv=True))
         s = (keep, s[1], s[2])
-    layers += _image_blocks(s[0], blocks, hidden, k) + [Flatten(s)]
+    layers += _image_blocks(s[0], blocks, hidden, context) + [Flatten(s)]
     return Flow(StandardNormal(math.prod(s)), layers)
 
 @register_model('multiscale', 'RealNVP/Glow multi-scale: at two scales squeeze, Glow steps, factor out half the channels (static split)')
-def multiscale(shape, bins, hidden: int = 64, blocks: int = 2, context_features: int = 0, **_):
-    return _factor_out(shape, bins, hidden, blocks, lcma=False, k=context_features)
+def multiscale(shape, bins, hidden: int = 64, blocks: int = 2, context_features: int = 0, dequantization: str = 'uniform', **_):
+    return _multiscale_or_lcma(shape, bins, hidden, blocks, lcma=False, context=context_features, dequantization=dequantization)
 
 @register_model('lcma', 'DRF: the multiscale model with the factored-out half chosen by likelihood contribution, fitted once before training')
-def lcma(shape, bins, hidden: int = 64, blocks: int = 2, context_features: int = 0, **_):
-    return _factor_out(shape, bins, hidden, blocks, lcma=True, k=context_features)
+def lcma(shape, bins, hidden: int = 64, blocks: int = 2, context_features: int = 0, dequantization: str = 'uniform', **_):
+    return _multiscale_or_lcma(shape, bins, hidden, blocks, lcma=True, context=context_features, dequantization=dequantization)
 
 @register_model('drf-prior', 'DRF: the realnvp model on a learned prior from a noise space of 1/8 the data size; a bound')
-def drf_prior(shape, bins, hidden: int = 64, blocks: int = 4, noise_fraction: int = 8, context_features: int = 0, **_):
-    flow = realnvp(shape, bins, hidden, blocks, context_features)
+def drf_prior(shape, bins, hidden: int = 64, blocks: int = 4, noise_fraction: int = 8, context_features: int = 0,
+              dequantization: str = 'uniform', **_):
+    flow = realnvp(shape, bins, hidden, blocks, context_features, dequantization)
     d = math.prod(shape)   # the prior's decoder and encoder read the context too: the base is conditional by itself
     return Flow(LowDimPrior(d, max(1, d // noise_fraction), hidden, context_features=context_features), list(flow.transform))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn, Tensor
 
-from .core import check_input, check_sizes
+from .core import check_input, check_sizes, renamed_arguments
 
 # %% auto #0
 __all__ = ['mlp', 'conv_net', 'soft_clamp', 'with_context', 'context_input']
@@ -25,15 +25,16 @@ def mlp(in_features: int, out_features: int, hidden_features: int = 64, num_laye
     if zero_init: nn.init.zeros_(layers[-1].weight); nn.init.zeros_(layers[-1].bias)
     return nn.Sequential(*layers)
 
-def conv_net(in_channels: int, out_channels: int, hidden_channels: int = 64, num_layers: int = 2,
+@renamed_arguments(hidden_channels='hidden_features')
+def conv_net(in_channels: int, out_channels: int, hidden_features: int = 64, num_layers: int = 2,
              zero_init: bool = True) -> nn.Sequential:
     "Convolutional net: 3×3 convolution in, 1×1 between, 3×3 out (padding keeps height and width); last layer zero-initialised"
-    check_sizes('conv_net', in_channels=in_channels, out_channels=out_channels, hidden_channels=hidden_channels)
+    check_sizes('conv_net', in_channels=in_channels, out_channels=out_channels, hidden_features=hidden_features)
     check_sizes('conv_net', 0, num_layers=num_layers)
     layers, width = [], in_channels
     for i in range(num_layers):
         k = 3 if i == 0 else 1
-        layers += [nn.Conv2d(width, hidden_channels, k, padding=k // 2), nn.SiLU()]; width = hidden_channels
+        layers += [nn.Conv2d(width, hidden_features, k, padding=k // 2), nn.SiLU()]; width = hidden_features
     layers.append(nn.Conv2d(width, out_channels, 3, padding=1))
     if zero_init: nn.init.zeros_(layers[-1].weight); nn.init.zeros_(layers[-1].bias)
     return nn.Sequential(*layers)

@@ -12,8 +12,7 @@ import torch.distributions as D
 import torch.nn.functional as F
 from fastcore.basics import store_attr
 
-from .core import (Transform, Bijection, Surjection, check_sizes, check_positive, checks_active,
-                         sum_per_sample)
+from .core import Bijection, Surjection, check_sizes, checks_active, sum_per_sample, renamed_arguments
 from .nn import mlp, conv_net, soft_clamp, with_context
 from .distributions import ConditionalNormal
 
@@ -122,7 +121,7 @@ class Abs(Surjection):
 
     Arguments:
         features: number of features.
-        hidden_features: width of the network of the sign probabilities (0: one learned probability per feature).
+        hidden_features, num_layers: width and hidden layers of the network of the sign probabilities (width 0: one learned probability per feature).
         context_features: size of an optional context vector.
 
     Example:
@@ -132,14 +131,14 @@ class Abs(Surjection):
     """
     exact = True
     stochastic = 'inverse'
-    def __init__(self, features: int, hidden_features: int = 32, context_features: int = 0):
+    def __init__(self, features: int, hidden_features: int = 64, num_layers: int = 2, context_features: int = 0):
         super().__init__()
         check_sizes('Abs', features=features)
-        check_sizes('Abs', 0, hidden_features=hidden_features, context_features=context_features)
+        check_sizes('Abs', 0, hidden_features=hidden_features, num_layers=num_layers, context_features=context_features)
         if context_features and not hidden_features:
             raise ValueError("Abs: context_features needs a network (hidden_features > 0); one learned probability per feature cannot see a context")
         store_attr('features,context_features')
-        self.net = mlp(features + context_features, features, hidden_features, 2) if hidden_features else None
+        self.net = mlp(features + context_features, features, hidden_features, num_layers) if hidden_features else None
         self.logits = nn.Parameter(torch.zeros(features)) if not hidden_features else None
 
     def _sign_logits(self, z, context):
@@ -187,7 +186,7 @@ class Sort(Surjection):
     Arguments:
         features: number of features D.
         learned: learn the permutation distribution (Plackett–Luce scores from a network of the sorted values).
-        hidden_features: width of that network.
+        hidden_features, num_layers: width and hidden layers of that network.
 
     Example:
         >>> t = Sort(3)
@@ -196,11 +195,12 @@ class Sort(Surjection):
     """
     exact = True
     stochastic = 'inverse'
-    def __init__(self, features: int, learned: bool = False, hidden_features: int = 32):
+    def __init__(self, features: int, learned: bool = False, hidden_features: int = 64, num_layers: int = 2):
         super().__init__()
         check_sizes('Sort', features=features, hidden_features=hidden_features)
+        check_sizes('Sort', 0, num_layers=num_layers)
         store_attr('features,learned')
-        self.net = mlp(features, features, hidden_features, 2) if learned else None
+        self.net = mlp(features, features, hidden_features, num_layers) if learned else None
 
     def _log_prob_order(self, order: Tensor, z: Tensor) -> Tensor:
         "log p(order | z): order[i] = position in x of the i-th smallest value"
@@ -282,7 +282,7 @@ class MaxPool2d(Surjection):
     Arguments:
         channels: number of channels.
         kernel_size: window size k (int or (kh, kw)); H and W must be divisible by it.
-        hidden_channels: width of the network giving the gap scales from the pooled image (0: one learned scale per channel).
+        hidden_features, num_layers: width and hidden layers of the network giving the gap scales from the pooled image (width 0: one learned scale per channel).
         context_features: size of an optional context vector given to that network.
 
     Example:
@@ -293,19 +293,20 @@ class MaxPool2d(Surjection):
     exact = True
     stochastic = 'inverse'
     temperature: float = 1.0   # scales the sampled gaps (see `Flow.sample`)
-    def __init__(self, channels: int, kernel_size=2, hidden_channels: int = 32, context_features: int = 0):
+    @renamed_arguments(hidden_channels='hidden_features')
+    def __init__(self, channels: int, kernel_size=2, hidden_features: int = 64, num_layers: int = 2, context_features: int = 0):
         super().__init__()
         self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         check_sizes('MaxPool2d', channels=channels)
         if len(self.kernel_size) != 2: raise ValueError(f"MaxPool2d: kernel_size must be an int or a pair (kh, kw), got {kernel_size!r}")
         check_sizes('MaxPool2d', kernel_height=self.kernel_size[0], kernel_width=self.kernel_size[1])
         if self.kernel_size == (1, 1): raise ValueError("MaxPool2d: a 1×1 window pools nothing; use kernel_size >= 2 in some direction")
-        check_sizes('MaxPool2d', 0, hidden_channels=hidden_channels, context_features=context_features)
-        if context_features and not hidden_channels:
-            raise ValueError("MaxPool2d: context_features needs a network (hidden_channels > 0); one learned scale per channel cannot see a context")
+        check_sizes('MaxPool2d', 0, hidden_features=hidden_features, num_layers=num_layers, context_features=context_features)
+        if context_features and not hidden_features:
+            raise ValueError("MaxPool2d: context_features needs a network (hidden_features > 0); one learned scale per channel cannot see a context")
         self.channels, self.context_features = channels, context_features
-        self.net = conv_net(channels + context_features, channels, hidden_channels, 2) if hidden_channels else None
-        self.log_scale = nn.Parameter(torch.zeros(channels)) if not hidden_channels else None
+        self.net = conv_net(channels + context_features, channels, hidden_features, num_layers) if hidden_features else None
+        self.log_scale = nn.Parameter(torch.zeros(channels)) if not hidden_features else None
 
     def _name(self): return f'MaxPool2d({self.channels}, kernel_size={self.kernel_size})'
 

@@ -81,7 +81,7 @@ class TrainConfig:
     seed: int = 0
     device: str = 'auto'            # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...
     amp: bool = False               # bfloat16 autocast on CUDA
-    eval_k: int = 0                 # importance samples for the final IW bound of bounded models (0: ELBO only)
+    eval_k: int | None = None       # importance samples K for the final IW bound of bounded models (None: the ELBO only)
     dequantization: str = 'uniform' # 'uniform', 'variational' (logit-normal q) or 'flow' (a flow q); discrete data only
     model_options: dict = field(default_factory=dict)  # extra keyword arguments for the model builder
     patience: int | None = None     # stop after this many epochs without a lower validation bits/dim (None: never)
@@ -106,7 +106,9 @@ class TrainConfig:
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
         if self.dequantization not in DEQUANTIZATIONS: raise ValueError(f"dequantization must be one of {', '.join(map(repr, DEQUANTIZATIONS))}, got {self.dequantization!r}")
-        if not isinstance(self.eval_k, int) or self.eval_k < 0: raise ValueError(f"eval_k must be a non-negative integer, got {self.eval_k!r}")
+        if self.eval_k is not None and not _positive_int(self.eval_k):
+            hint = " (None is the ELBO; 0 is only the command line's spelling of it)" if self.eval_k == 0 else ''
+            raise ValueError(f"eval_k must be a positive number of importance samples or None, got {self.eval_k!r}{hint}")
         for name in ('patience', 'max_steps'):
             v = getattr(self, name)
             if v is not None and not _positive_int(v): raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
@@ -821,7 +823,7 @@ def train(config: TrainConfig,                 # what to train
             with _forked(device):
                 torch.manual_seed(config.seed + 20_000)
                 final = evaluate(flow, data.test, device=device, labels=test_labels)
-                if config.eval_k > 1 and not flow.exact:
+                if (config.eval_k or 1) > 1 and not flow.exact:
                     final[f'iw_{config.eval_k}'] = evaluate(flow, data.test, k=config.eval_k, device=device, labels=test_labels)
             if classes:
                 prior = torch.bincount(data.train_labels.long(), minlength=classes).double()

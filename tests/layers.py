@@ -5,7 +5,7 @@ ones through their importance-weighted estimate)."""
 import importlib, inspect, math, pkgutil
 import torch
 import flownb
-from flownb.core import Transform, Bijection, Surjection, Flow
+from flownb.core import Bijection, Surjection, Flow
 from flownb.distributions import StandardNormal
 from flownb import bijections as B
 from flownb import flowify as FL
@@ -108,7 +108,7 @@ SURJECTIONS = {
     'Sort': (lambda: S.Sort(4), vec(4), True),
     'Sort-learned': (lambda: S.Sort(4, learned=True, hidden_features=8), vec(4), True),
     'StochasticPermutation': (lambda: S.StochasticPermutation(3), vec(3), False),
-    'MaxPool2d': (lambda: S.MaxPool2d(2, 2, hidden_channels=4), img(2, 4, 6), True),
+    'MaxPool2d': (lambda: S.MaxPool2d(2, 2, hidden_features=4), img(2, 4, 6), True),
     'VAE': (lambda: S.VAE(4, 2, hidden_features=8), vec(4), False),
     'UniformDequantization': (lambda: S.UniformDequantization(16, shape=(1, 3, 3)), levels((1, 3, 3), 16), False),
     'VariationalDequantization': (lambda: S.VariationalDequantization((1, 3, 3), bins=16, hidden_features=4), levels((1, 3, 3), 16), False),
@@ -116,18 +116,18 @@ SURJECTIONS = {
     'FlowDequantization-vector': (lambda: S.FlowDequantization((3,), bins=16, hidden_features=4, num_steps=2), levels((3,), 16), False),
     'FlowLinear-reduce': (lambda: FL.FlowLinear(5, 2, hidden_features=8), vec(5), True),
     'FlowLinear-increase': (lambda: FL.FlowLinear(2, 5), vec(2), False),
-    'FlowConv2d-exact': (lambda: FL.FlowConv2d(2, 3, 2, stride=2, hidden_channels=4), img(2, 4, 4), True),
+    'FlowConv2d-exact': (lambda: FL.FlowConv2d(2, 3, 2, stride=2, hidden_features=4), img(2, 4, 4), True),
     'FlowConv2d-bound': (lambda: FL.FlowConv2d(1, 9, 3, padding=1), img(1, 4, 4), False),
     'FlowPad2d': (lambda: FL.FlowPad2d(2, (0, 1, 0, 1)), img(2, 3, 3), False),
     # stride > kernel: the pixels between patches are read by no patch and dropped with a learned Gaussian (exact)
-    'FlowConv2d-gaps': (lambda: FL.FlowConv2d(2, 1, 1, stride=2, hidden_channels=4), img(2, 5, 5), True),
+    'FlowConv2d-gaps': (lambda: FL.FlowConv2d(2, 1, 1, stride=2, hidden_features=4), img(2, 5, 5), True),
     'FlowConv2d-gaps-square': (lambda: FL.FlowConv2d(1, 4, 2, stride=3), img(1, 8, 8), True),
     # patches overlap along the height and leave gaps along the width: a bound whose inverse samples the gaps
     'FlowConv2d-gaps-overlap': (lambda: FL.FlowConv2d(1, 3, (3, 1), stride=(1, 2)), img(1, 5, 5), False),
     'CouplingFunnel': (lambda: FU.CouplingFunnel(5, 2, hidden_features=8), vec(5), True),
     'CouplingFunnel-spline': (lambda: FU.CouplingFunnel(4, 3, hidden_features=8, transform='spline'), vec(4), True),
-    'CroppingConvFunnel': (lambda: FU.CroppingConvFunnel(3, 2, 3, hidden_channels=4), img(3, 5, 4), True),
-    'CroppingConvFunnel-k1': (lambda: FU.CroppingConvFunnel(3, 1, 1, hidden_channels=4), img(3, 2, 2), True),
+    'CroppingConvFunnel': (lambda: FU.CroppingConvFunnel(3, 2, 3, hidden_features=4), img(3, 5, 4), True),
+    'CroppingConvFunnel-k1': (lambda: FU.CroppingConvFunnel(3, 1, 1, hidden_features=4), img(3, 2, 2), True),
     'StridedConvFunnel': (lambda: FU.StridedConvFunnel(2, 2, hidden_features=8, num_layers=2), img(2, 4, 6), True),
     'LinearFunnel': (lambda: FU.LinearFunnel(5, 2, hidden_features=8, num_layers=2), vec(5), True),
     'StridedConvFunnel-rect': (lambda: FU.StridedConvFunnel(3, (1, 3), hidden_features=8, num_layers=1), img(3, 2, 6), True),
@@ -189,12 +189,12 @@ NORMALIZE = {
     'Abs': (1, lambda: [S.Abs(1, hidden_features=8), S.Log()], -60, 60, 1.0),
     'Sort': (2, lambda: [S.Sort(2), S.SortedToReal(2)], [-9, -9.013], [40, 40.021], 1.0, 600),
     'Sort-learned': (2, lambda: [S.Sort(2, learned=True, hidden_features=8), S.SortedToReal(2)], [-9, -9.013], [40, 40.021], 1.0, 600),
-    'MaxPool2d': (1, lambda: [_to_image(1, 1, 2), S.MaxPool2d(1, (1, 2), hidden_channels=4), _to_vector(1, 1, 1)], -8, 8, 1.0),
+    'MaxPool2d': (1, lambda: [_to_image(1, 1, 2), S.MaxPool2d(1, (1, 2), hidden_features=4), _to_vector(1, 1, 1)], -8, 8, 1.0),
     'FlowLinear-reduce': (1, lambda: [FL.FlowLinear(2, 1, hidden_features=8)], -9, 9, 1.0),
-    'FlowConv2d-exact': (1, lambda: [_to_image(1, 1, 2), FL.FlowConv2d(1, 1, (1, 2), stride=(1, 2), hidden_channels=4), _to_vector(1, 1, 1)], -9, 9, 1.0),
+    'FlowConv2d-exact': (1, lambda: [_to_image(1, 1, 2), FL.FlowConv2d(1, 1, (1, 2), stride=(1, 2), hidden_features=4), _to_vector(1, 1, 1)], -9, 9, 1.0),
     'CouplingFunnel': (1, lambda: [FU.CouplingFunnel(2, 1, hidden_features=8)], -9, 9, 1.0),
     'CouplingFunnel-spline': (1, lambda: [FU.CouplingFunnel(2, 1, hidden_features=8, transform='spline')], -9, 9, 1.0),
-    'CroppingConvFunnel': (1, lambda: [_to_image(2, 1, 1), FU.CroppingConvFunnel(2, 1, 1, hidden_channels=4), _to_vector(1, 1, 1)], -9, 9, 1.0),
+    'CroppingConvFunnel': (1, lambda: [_to_image(2, 1, 1), FU.CroppingConvFunnel(2, 1, 1, hidden_features=4), _to_vector(1, 1, 1)], -9, 9, 1.0),
     'LinearFunnel': (1, lambda: [FU.LinearFunnel(2, 1, hidden_features=8)], -9, 9, 1.0),
     'StridedConvFunnel': (1, lambda: [_to_image(1, 1, 2), FU.StridedConvFunnel(1, (1, 2), hidden_features=8), _to_vector(1, 1, 1)], -9, 9, 1.0),
     'LCMASplit': (1, lambda: [DRF.LCMASplit(2, 1, hidden_features=8).fit(torch.tensor([0.3, -0.2]))], -9, 9, 1.0),
@@ -203,7 +203,7 @@ NORMALIZE = {
     'StochasticPermutation': (2, lambda: [S.StochasticPermutation(2), B.ActNorm(2)], -8, 8, 1.0),
     'VAE': (1, lambda: [S.VAE(2, 1, hidden_features=8)], -8, 8, 1.0),
     'FlowLinear-increase': (2, lambda: [FL.FlowLinear(1, 2)], -8, 8, 1.0),
-    'FlowConv2d-bound': (1, lambda: [_to_image(1, 1, 1), FL.FlowConv2d(1, 1, 3, padding=1, hidden_channels=4), _to_vector(1, 1, 1)], -8, 8, 1.0),
+    'FlowConv2d-bound': (1, lambda: [_to_image(1, 1, 1), FL.FlowConv2d(1, 1, 3, padding=1, hidden_features=4), _to_vector(1, 1, 1)], -8, 8, 1.0),
     'FlowPad2d': (2, lambda: [_to_image(1, 1, 1), FL.FlowPad2d(1, (0, 1, 0, 0)), _to_vector(1, 1, 2)], -8, 8, 1.0),
 }
 # issue 20. The activations onto an interval are exact on their range: with the N(0, I) base their density integrates to

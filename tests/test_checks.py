@@ -1,9 +1,8 @@
 """The checks must be able to fail: each is run on a deliberately broken layer and must raise CheckFailed."""
 import pytest
 import torch
-from torch import nn
 
-from flownb.core import Flow, Bijection, Surjection, check_input
+from flownb.core import Flow, Bijection, Surjection
 from flownb.distributions import StandardNormal
 from flownb.bijections import AffineCoupling, ActNorm, RQSpline, LeakyReLU, Permutation
 from flownb.checks import check_inverse, check_logdet, check_normalized, check_iw_bound, CheckFailed

@@ -2,12 +2,11 @@
 the layer's parameters, the context against what the layer reads, and the constructor's arguments. Each case here
 used to fail deep inside torch (`mat1 and mat2 must have the same dtype`, a `cat` size error, `ZeroDivisionError`) or,
 worse, not at all (an ignored context, an integer context, an infinite slope)."""
-import math
 import pytest
 import torch
 import torch.nn.functional as F
 
-from flownb.core import Flow, Compose, Transform, Bijection, check_sizes, check_positive, context_features_of, validation
+from flownb.core import Flow, Bijection, context_features_of, validation
 from flownb.distributions import StandardNormal, ConditionalNormal, mlp, conv_net
 from flownb import bijections as B, surjections as S, funnels as FU, drf as DRF, flowify as FL
 from flownb.checks import check_logdet
@@ -111,12 +110,12 @@ CONDITIONAL = {
     'Slice-conv': (lambda: S.Slice(3, 1, hidden_features=4, conv=True, context_features=K), img(3, 4, 4)),
     'Augment': (lambda: S.Augment(2, 4, hidden_features=8, context_features=K), vec(2)),
     'Abs': (lambda: S.Abs(3, hidden_features=8, context_features=K), vec(3)),
-    'MaxPool2d': (lambda: S.MaxPool2d(2, 2, hidden_channels=4, context_features=K), img(2, 4, 4)),
+    'MaxPool2d': (lambda: S.MaxPool2d(2, 2, hidden_features=4, context_features=K), img(2, 4, 4)),
     'VAE': (lambda: S.VAE(4, 2, hidden_features=8, context_features=K), vec(4)),
     'FlowLinear-reduce': (lambda: FL.FlowLinear(5, 2, hidden_features=8, context_features=K), vec(5)),
-    'FlowConv2d-reduce': (lambda: FL.FlowConv2d(2, 3, 2, stride=2, hidden_channels=4, context_features=K), img(2, 4, 4)),
+    'FlowConv2d-reduce': (lambda: FL.FlowConv2d(2, 3, 2, stride=2, hidden_features=4, context_features=K), img(2, 4, 4)),
     'CouplingFunnel': (lambda: FU.CouplingFunnel(5, 2, hidden_features=8, context_features=K), vec(5)),
-    'CroppingConvFunnel': (lambda: FU.CroppingConvFunnel(3, 2, 3, hidden_channels=4, context_features=K), img(3, 5, 4)),
+    'CroppingConvFunnel': (lambda: FU.CroppingConvFunnel(3, 2, 3, hidden_features=4, context_features=K), img(3, 5, 4)),
     'StridedConvFunnel': (lambda: FU.StridedConvFunnel(2, 2, hidden_features=8, context_features=K), img(2, 4, 4)),
     'LinearFunnel': (lambda: FU.LinearFunnel(5, 2, hidden_features=8, context_features=K), vec(5)),
     'LCMASplit': (lambda: DRF.LCMASplit(5, 2, hidden_features=8, context_features=K), vec(5)),
@@ -203,7 +202,7 @@ CONSTRUCTORS = [
     ('MaxPool2d(1, 1)', lambda: S.MaxPool2d(1, 1), 'MaxPool2d: a 1×1 window pools nothing'),
     ('MaxPool2d(0, 2)', lambda: S.MaxPool2d(0, 2), 'MaxPool2d: channels must be a positive integer, got 0'),
     ('MaxPool2d(1, (2, 2, 2))', lambda: S.MaxPool2d(1, (2, 2, 2)), 'MaxPool2d: kernel_size must be an int or a pair'),
-    ('MaxPool2d context without net', lambda: S.MaxPool2d(1, 2, hidden_channels=0, context_features=3), 'MaxPool2d: context_features needs a network'),
+    ('MaxPool2d context without net', lambda: S.MaxPool2d(1, 2, hidden_features=0, context_features=3), 'MaxPool2d: context_features needs a network'),
     ('ActNorm(0)', lambda: B.ActNorm(0), 'ActNorm: features must be a positive integer, got 0'),
     ('ActNorm(2.5)', lambda: B.ActNorm(2.5), 'ActNorm: features must be a positive integer, got 2.5'),
     ('AffineCoupling(max_log_scale=0)', lambda: B.AffineCoupling(2, max_log_scale=0), 'AffineCoupling: max_log_scale must be a finite number > 0, got 0'),
@@ -249,7 +248,7 @@ CONSTRUCTORS = [
     ('CouplingFunnel(4, 2, bins=1)', lambda: FU.CouplingFunnel(4, 2, transform='spline', bins=1), 'CouplingFunnel: bins must be an integer >= 2'),
     ('CouplingFunnel(4.0, 2)', lambda: FU.CouplingFunnel(4.0, 2), 'CouplingFunnel: in_features must be a positive integer, got 4.0'),
     ('CroppingConvFunnel(2, 1, True)', lambda: FU.CroppingConvFunnel(2, 1, True), 'CroppingConvFunnel: kernel_size must be a positive integer, got True'),
-    ('CroppingConvFunnel(2, 1, 3, hidden=0)', lambda: FU.CroppingConvFunnel(2, 1, 3, hidden_channels=0), 'CroppingConvFunnel: hidden_channels must be a positive integer'),
+    ('CroppingConvFunnel(2, 1, 3, hidden=0)', lambda: FU.CroppingConvFunnel(2, 1, 3, hidden_features=0), 'CroppingConvFunnel: hidden_features must be a positive integer'),
     ('StridedConvFunnel(2, 1)', lambda: FU.StridedConvFunnel(2, 1), 'StridedConvFunnel: kernel_size must be a positive integer or a pair'),
     ('StridedConvFunnel(2, (2, 0))', lambda: FU.StridedConvFunnel(2, (2, 0)), 'StridedConvFunnel: kernel_size must be a positive integer or a pair'),
     ('StridedConvFunnel(0)', lambda: FU.StridedConvFunnel(0), 'StridedConvFunnel: channels must be a positive integer, got 0'),

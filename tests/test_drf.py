@@ -1,6 +1,5 @@
 """Dimensionality Reduction Flows: the likelihood-contribution factor-out (LCMASplit, fit_lcma) over random shapes,
 the learned low-dimensional prior, the multi-scale models through `train`, and the tabular loaders' bad input."""
-import math
 import subprocess
 import sys
 
@@ -12,7 +11,6 @@ from hypothesis import given, settings, strategies as st
 
 from flownb.core import Flow
 from flownb.bijections import ActNorm, AffineCoupling
-from flownb.distributions import StandardNormal
 from flownb.drf import LCMASplit, LowDimPrior, fit_lcma, likelihood_contributions
 from flownb.data import DataError, load_tabular, load_data
 from flownb.models import create_model

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.distributions as D
 
-from flownb.core import Flow, Compose, Surjection, bits_per_dim
+from flownb.core import Flow, Surjection, bits_per_dim
 from flownb.distributions import StandardNormal, DiagonalNormal
 from flownb.bijections import AffineCoupling, ActNorm, RQSpline, Permutation, Logit, Squeeze, Reshape, Conv1x1
 

@@ -1,6 +1,5 @@
 """Flowified layers: equivalence with the torch layers they came from, exactness flags, inverses, bounds, bad input."""
 import io
-import math
 import pytest
 import torch
 from torch import nn

@@ -121,7 +121,7 @@ GAP_CASES = [
 def test_gap_layers_reproduce_conv_and_invert(case, size):
     torch.manual_seed(0)
     conv = nn.Conv2d(**case).double()
-    layer = FlowConv2d.from_conv2d(conv, input_size=size, hidden_channels=4)
+    layer = FlowConv2d.from_conv2d(conv, input_size=size, hidden_features=4)
     assert layer.exact
     x = torch.randn(4, case['in_channels'], *size, dtype=F64)
     with torch.no_grad():

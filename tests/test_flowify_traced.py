@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 from flownb.core import Flow
 from flownb.distributions import StandardNormal
-from flownb.flowify import flowify, use_noise_mean, FlowBatchNorm, FlowConv2d, Tanh, Sigmoid, ELU
+from flownb.flowify import flowify, use_noise_mean, FlowConv2d, Tanh, Sigmoid, ELU
 from flownb.checks import check_normalized
 from flownb.bijections import RQSpline
 
@@ -290,7 +290,7 @@ def test_converter_hands_flowify_a_max_pool_surjection():
     calls = []
     def max_pool(pool, shape):
         calls.append(shape)
-        return MaxPool2d(shape[0], pool.kernel_size, hidden_channels=4)
+        return MaxPool2d(shape[0], pool.kernel_size, hidden_features=4)
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(2, 2, 1), nn.LeakyReLU(0.1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3)).double()
     flow = use_noise_mean(flowify(net, input_shape=(2, 4, 4), converters={nn.MaxPool2d: max_pool}).double())

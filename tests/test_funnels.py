@@ -25,7 +25,7 @@ def test_conv_funnel_logdet_and_solve_match_brute_force(c_in, drop, k, h, w, bat
     if c_out is None: return
     H, W = h + k, w + k
     torch.manual_seed(seed)
-    t = perturbed(CroppingConvFunnel(c_in, c_out, k, hidden_channels=4), 0.3, seed).double()
+    t = perturbed(CroppingConvFunnel(c_in, c_out, k, hidden_features=4), 0.3, seed).double()
     x = torch.randn(batch, c_in, H, W, dtype=torch.float64)
     z, ldj = t(x)
     assert z.shape == (batch, c_out, H - k + 1, W - k + 1) and ldj.shape == (batch,)
@@ -106,7 +106,7 @@ def test_strided_conv_funnel_density_integrates_to_one_in_4d():
 def test_conv_funnel_density_integrates_to_one_in_4d():
     "A 1×2×2 image funnelled to one pixel: importance sampling over R^4 must give total mass 1"
     torch.manual_seed(0)
-    flow = Flow(StandardNormal((1, 1, 1)), [perturbed(CroppingConvFunnel(1, 1, 2, hidden_channels=4), 0.1)]).double()
+    flow = Flow(StandardNormal((1, 1, 1)), [perturbed(CroppingConvFunnel(1, 1, 2, hidden_features=4), 0.1)]).double()
     q = torch.distributions.Normal(torch.zeros(4, dtype=torch.float64), 2.0)
     x = q.sample((400_000,))
     with torch.no_grad(): log_w = flow.log_prob(x.reshape(-1, 1, 2, 2)) - q.log_prob(x).sum(1)

@@ -1,6 +1,6 @@
 """`funnels-conv` against the Funnels paper's code (sambklein/funnels_repo, `experiments/image_generation.py`,
 `create_transform('funnel_conv', ...)` with `experiments/image_configs/AD_config.json`: levels 3, steps_per_level 7,
-conv_width 2, num_bins 2, tail_bound 3, hidden_channels 64, pad 2, funnel_first 0, multi_scale 0, actnorm 1), layer by
+conv_width 2, num_bins 2, tail_bound 3, hidden_features 64, pad 2, funnel_first 0, multi_scale 0, actnorm 1), layer by
 layer. The table is written from that code by hand, so a slip in either shows up here."""
 import torch
 

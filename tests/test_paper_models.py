@@ -1,7 +1,6 @@
 """The `flowification-*` registry models against the official code's `experiments/architectures.py`
 (balintmate/flowification at c5ce7920), layer by layer. The tables below are written from that file by hand, apart from
 flownb's own table (`FLOWIFICATION_ARCHITECTURES`), so a slip in either shows up here."""
-import math
 import pytest
 import torch
 

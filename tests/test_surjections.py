@@ -5,9 +5,6 @@ import torch
 
 import flownb.surjections as S
 import flownb.surjections as DQ
-import flownb.flowify as FL
-import flownb.funnels as FU
-import flownb.drf as DRF
 
 from layers import SURJECTIONS, build_surjection as build
 

@@ -108,7 +108,6 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 def test_nan_loss_names_the_layer_and_keeps_the_checkpoint(tmp_path):
     from flownb.train import train, TrainConfig, NonFiniteLossError
-    from flownb.data import load_data
     run = tmp_path / 'run'
     train(TrainConfig(model='realnvp', epochs=1, batch_size=256), run, progress=False)
     before = (run / 'checkpoint.pt').read_bytes()

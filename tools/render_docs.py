@@ -9,7 +9,7 @@ Steps: nbdev's own notebook processing (`proc_nbs`, the same pre-processing `nbd
 mkdocs-material and mkdocs-jupyter (outputs as committed, no execution). MathJax is served from the site itself (copied
 from the `jupyter-server-mathjax` package), so math renders offline. Users with Quarto can use `nbdev_docs` instead.
 """
-import argparse, html, json, re, shutil, subprocess, sys
+import argparse, html, re, shutil, subprocess, sys
 from pathlib import Path
 
 import nbformat
