@@ -24,7 +24,7 @@ one model at a time; `--steps` and `--samples` set its budget (2,000 steps at `-
 
 Writes `bench/results/reproduce/<experiment>.{json,md,png}`; `--table` prints the README table of every result there.
 """
-import argparse, copy, json, multiprocessing, os, platform, subprocess, sys, time
+import argparse, copy, json, math, multiprocessing, os, platform, subprocess, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -317,7 +317,9 @@ def train_toy(dataset: str, model: str, steps: int, samples: int, seed: int, dev
     test = evaluate(flow, test_x, 4096, device=device)
     grid, area = toy_grid()
     with torch.no_grad(): density = torch.cat([flow.log_prob(g.to(device)).exp().cpu() for g in grid.split(8192)]).reshape(TOY_GRID, TOY_GRID)
+    per_bit = 2 * math.log(2)   # evaluate's bits/dim of 2-D samples back to nats per sample
     return {'model': model, 'dataset': dataset, 'test_nats': -test['log_prob'], 'kind': test['kind'],
+            'test_median_nats': test['median_bits_per_dim'] * per_bit, 'test_worst_nats': test['max_bits_per_dim'] * per_bit,
             'valid_nats': best[0] if best else float('nan'), 'selected_step': best[1] if best else 0, 'steps': step, 'stopped': stopped,
             'validation_curve': curve, 'parameters': sum(p.numel() for p in trainable),
             'grid_mass': float(density.sum() * area), 'seconds': round(time.perf_counter() - started, 1), 'density': density.numpy()}
@@ -393,11 +395,12 @@ def run_toy(name: str, args) -> dict:
 
 def toy_markdown(r: dict) -> str:
     lines = [f"### {r['experiment']} ({r['paper']})", '', r['question'], '',
-             '| data | model | test nats/sample | kind | parameters | steps | selected step (validation nats) | density mass on [-4, 4]² | seconds |',
-             '|---|---|---|---|---|---|---|---|---|']
+             '| data | model | test nats/sample | kind | median, worst sample | parameters | steps | selected step (validation nats) | density mass on [-4, 4]² | seconds |',
+             '|---|---|---|---|---|---|---|---|---|---|']
     for dataset, models in r['rows'].items():
         for m, row in models.items():
-            lines.append(f"| {dataset} | {m} | {row['test_nats']:.3f} | {row['kind']} | {row['parameters']:,} | {row['steps']:,} | "
+            lines.append(f"| {dataset} | {m} | {row['test_nats']:.3f} | {row['kind']} | {row['test_median_nats']:.2f}, {row['test_worst_nats']:.1f} | "
+                         f"{row['parameters']:,} | {row['steps']:,} | "
                          f"{row['selected_step']:,} ({row['valid_nats']:.3f}) | {row['grid_mass']:.3f} | {row['seconds']} |")
     lines += ['', f"Models: {r['models']}", '',
               f"Budget: {budget_text(r)}; {r['date']}, commit {r['flownb_commit']}, {r['machine']}. "

@@ -50,7 +50,7 @@ def test_survae_toy_end_to_end(tmp_path):
             assert row['kind'] == 'exact' and row['steps'] == 12 and row['dataset'] == dataset, (dataset, m)
             assert 1 <= row['selected_step'] <= 12 and len(row['validation_curve']) == 12   # scored every step at this budget
             assert min(v for _, v in row['validation_curve']) == pytest.approx(row['valid_nats'], abs=1e-3)
-            assert 0 < row['test_nats'] < 10 and 0 < row['grid_mass'] < 1.05
+            assert 0 < row['test_nats'] < 10 and 0 < row['grid_mass'] < 1.05 and row['test_median_nats'] <= row['test_worst_nats']
     # the checkerboard's AbsFlow is a uniform density on the half-board: its mass on [-4, 4]^2 is 1 to the grid's precision
     assert record['rows']['checkerboard']['abs-flow']['grid_mass'] == pytest.approx(1.0, abs=1e-3)
     assert record['verdict'].startswith(('holds on all 4 datasets at this budget', 'does not show on any dataset at this budget', 'holds on '))
