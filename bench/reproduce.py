@@ -68,10 +68,10 @@ CPU_BATCH = 128
 
 
 def commit() -> str:
-    "The commit the code came from, `+dirty` when flownb/ or bench/ had uncommitted changes"
+    "The commit the code came from, `+dirty` when flownb/ or bench/ had uncommitted changes (results written by earlier runs are not code)"
     try:
         head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip() or 'unknown'
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'flownb', 'bench'], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'flownb', 'bench', ':!bench/results'], capture_output=True, text=True, cwd=ROOT).stdout.strip()
         return head + ('+dirty' if dirty else '')
     except OSError: return 'unknown'
 
