@@ -17,9 +17,14 @@ one), for a GPU.
 MNIST is read from `--data-dir` (IDX files; ../shared/data/mnist when it is there); without it the MNIST experiments
 say so and stop, and `--data digits` runs them on the bundled 8×8 digits instead.
 
+`survae-toy` is SurVAE's 2-D Abs experiment: its models are not registry models but small flows built below from
+flownb layers and trained with a short loop of their own (the same rules: validation selects, test is evaluated once),
+one model at a time; `--steps` and `--samples` set its budget (2,000 steps at `--scale cpu`, the paper's 10 epochs of
+1,000 batches at `--scale full`).
+
 Writes `bench/results/reproduce/<experiment>.{json,md,png}`; `--table` prints the README table of every result there.
 """
-import argparse, json, multiprocessing, os, platform, subprocess, sys, time
+import argparse, copy, json, math, multiprocessing, os, platform, subprocess, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -51,15 +56,22 @@ EXPERIMENTS = {
         'question': 'does a factor-out chosen by likelihood contribution beat the static half of the same multi-scale flow?',
         'claim': ('lcma', '<', 'multiscale', 0.0), 'thesis': 'a factor-out chosen by likelihood contribution beats the static one',
         'published': 'not found'},
+    'survae-toy': {
+        'paper': 'SurVAE Flows (Nielsen et al. 2020)', 'data': 'toys', 'toy': True,
+        'datasets': ['checkerboard', 'corners', 'eight_gaussians', 'four_circles'],
+        'models': ['abs-flow', 'baseline'],
+        'question': 'does an absolute-value surjection at the data end (AbsFlow) give a higher test likelihood than the same coupling flow without it, on 2-D densities with sign symmetries?',
+        'claim': ('abs-flow', '<', 'baseline', 0.0), 'thesis': 'an Abs surjection that builds a known symmetry in is a better inductive bias than a flow that must learn it',
+        'published': 'not found'},
 }
 CPU_BATCH = 128
 
 
 def commit() -> str:
-    "The commit the code came from, `+dirty` when flownb/ or bench/ had uncommitted changes"
+    "The commit the code came from, `+dirty` when flownb/ or bench/ had uncommitted changes (results written by earlier runs are not code)"
     try:
         head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip() or 'unknown'
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'flownb', 'bench'], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'flownb', 'bench', ':!bench/results'], capture_output=True, text=True, cwd=ROOT).stdout.strip()
         return head + ('+dirty' if dirty else '')
     except OSError: return 'unknown'
 
@@ -89,6 +101,7 @@ def train_one(model: str, data: str, data_dir: str | None, shared: dict, device:
 
 def verdict(rows: dict, experiment: dict) -> str:
     "Whether the paper's thesis shows in these numbers, said in both directions"
+    if experiment.get('toy'): return toy_verdict(rows, experiment)
     a, op, b, slack = experiment['claim']
     if a not in rows or b not in rows: return 'not run'
     x, y = rows[a]['test_bpd'], rows[b]['test_bpd']
@@ -114,6 +127,7 @@ def figure(name: str, rows: dict, path: Path):
 
 def run(name: str, args) -> dict:
     experiment = EXPERIMENTS[name]
+    if experiment.get('toy'): return run_toy(name, args)
     data = args.data or experiment['data']
     data_dir = args.data_dir
     if data == 'mnist' and data_dir is None:
@@ -145,12 +159,16 @@ def run(name: str, args) -> dict:
 
 def budget_text(r: dict) -> str:
     s = r['settings']
+    if r.get('unit') == 'nats':
+        return (f"{s['steps']:,} steps per model, batch {s['batch_size']}, {s['optimizer']} {s['lr']:g}, {s['train_samples']:,} train / "
+                f"{s['valid_samples']:,} validation / {s['test_samples']:,} test samples, {r['device']}, {r['threads_per_model']} thread(s)")
     if not s or 'time_budget' not in s:
         return "each model's recipe" + ''.join(f", {k} {v}" for k, v in (s or {}).items())
     return f"{s['time_budget']:g} s or {s['epochs']} epochs, batch {s['batch_size']}, {s['optimizer']} {s['lr']:g}, {r['device']}, 1 thread"
 
 
 def markdown(r: dict) -> str:
+    if r.get('unit') == 'nats': return toy_markdown(r)
     lines = [f"### {r['experiment']} ({r['paper']})", '', r['question'], '',
              '| model | test bits/dim | kind | latent | parameters | steps | selected epoch (validation) | stopped |', '|---|---|---|---|---|---|---|---|']
     for m, row in r['rows'].items():
@@ -167,9 +185,226 @@ def table(out: Path = OUT) -> str:
     lines = ['| experiment | paper | data, budget | flownb (test bits/dim) | the comparison, at this budget | published |', '|---|---|---|---|---|---|']
     for path in sorted(Path(out).glob('*.json')):
         r = json.loads(path.read_text())
-        numbers = ', '.join(f"{m} {row['test_bpd']:.3f}" for m, row in r['rows'].items())
+        if r.get('unit') == 'nats':
+            numbers = '; '.join(f"{d}: " + ', '.join(f"{m} {row['test_nats']:.3f}" for m, row in models.items()) for d, models in r['rows'].items()) + ' (test nats/sample)'
+        else: numbers = ', '.join(f"{m} {row['test_bpd']:.3f}" for m, row in r['rows'].items())
         lines.append(f"| [{r['experiment']}](bench/results/reproduce/{r['experiment']}.md) | {r['paper']} | {r['data']}, {budget_text(r)} | "
                      f"{numbers} | {r['verdict']} | {r['published']} |")
+    return '\n'.join(lines)
+
+
+# ---- survae-toy: SurVAE's 2-D Abs experiments, with flows built here from flownb layers ----------------------------
+# What survae_flows' experiments/toy builds (train_flow.py, train_abs_flow.py, train_abs_unif.py and the commands in its
+# README), carried over as facts: 4 affine couplings on 2-D data, each changing one coordinate given the other (they
+# alternate), MLP conditioners of hidden sizes [200, 100]; Adam at 1e-3, batches of 128, 10 epochs of 1,000 batches
+# (128,000 training samples), tested on 128,000 more. The baseline is those couplings on a standard normal. The AbsFlow
+# puts an Abs first: on checkerboard, |x1| alone with a learned classifier of x1's sign given (|x1|, x2), then a uniform
+# base on the half-board [0, 4] x [-4, 4] and no couplings at all; on the others, |x| in both coordinates with fixed
+# fair-coin signs, then x/4 and a logit onto R^2, then the couplings on a standard normal.
+TOY_MODELS = ('abs-flow', 'baseline')
+TOY_HIDDEN, TOY_COUPLINGS, TOY_LR, TOY_SAMPLES, TOY_CPU_STEPS, TOY_FULL_STEPS, TOY_GRID = 200, 4, 1e-3, 128_000, 2000, 10 * 1000, 200
+# After the fold, the half-line onto R: x/4 then a logit, as SurVAE's default; eight_gaussians' tails pass 4 (4 of 128,000
+# samples do, where the logit is undefined), so it takes SurVAE's other choice, an inverse softplus
+TOY_RANGE = {'corners': 'logit', 'four_circles': 'logit', 'eight_gaussians': 'softplus'}
+TOY_CLIM = {'checkerboard': 0.05, 'corners': 0.1, 'eight_gaussians': 0.15, 'four_circles': 0.2}   # their figures' colour limits
+TOY_NOTE = ("abs-flow: on checkerboard, flownb's Abs(1, hidden_features=200, context_features=1) on x1 with x2 as its context (the classifier "
+            "q(sign | |x1|, x2)) and a uniform base on [0, 4] x [-4, 4], no couplings (SurVAE's train_abs_unif.py); on the others "
+            "Abs(2, hidden_features=0) with its sign probabilities frozen at 1/2 (SurVAE's SimpleAbsSurjection), then x/4 and a logit "
+            "(corners, four_circles) or an inverse softplus (eight_gaussians, whose tails pass 4), then the couplings on a standard normal. "
+            "baseline: the couplings on a standard normal. Couplings: 4 flownb AffineCoupling(2, hidden_features=200, num_layers=2), "
+            "alternating; SurVAE's conditioners are [200, 100] ReLU MLPs with an exp (checkerboard) or softplus (the others) scale, "
+            "flownb's are 200-200 SiLU MLPs, zero-initialised, with the exp of a soft-clamped log-scale. Data: SurVAE's definitions "
+            "(flownb.data.toy_data; checkerboard is flownb's scaled by 4/3, SurVAE's [-4, 4] board); train, validation and test drawn "
+            "with seeds s, s+1, s+2. The validation split is scored 10 times in a run; the best of those models is tested once.")
+
+
+def _toy_layers():
+    "The three small layers SurVAE's toy models need that flownb does not export, built on flownb's contract"
+    import torch, torch.nn.functional as F
+    from flownb.core import Bijection, Surjection, sum_per_sample
+    from flownb.surjections import Abs
+
+    class FirstAbs(Surjection):
+        """|x1| of `(batch, 2)` data, x2 unchanged; the inverse draws x1's sign from flownb's `Abs` classifier given (|x1|, x2)
+        (SurVAE's ElementAbsSurjection). Data -> latent; exact: ldj = log q(sign of x1 | |x1|, x2)."""
+        exact, stochastic = True, 'inverse'
+        context_features = 0     # the inner Abs reads x2 as its context; the layer itself reads none
+        def __init__(self, hidden_features: int):
+            super().__init__(); self.abs = Abs(1, hidden_features=hidden_features, context_features=1)
+        def forward(self, x, context=None):
+            z1, ldj = self.abs(x[:, :1], x[:, 1:])
+            return torch.cat([z1, x[:, 1:]], 1), ldj
+        def inverse(self, z, context=None): return torch.cat([self.abs.inverse(z[:, :1], z[:, 1:]), z[:, 1:]], 1)
+
+    class Scale(Bijection):
+        "z = x * scale, a fixed elementwise scale; ldj = sum log|scale|"
+        def __init__(self, scale):
+            super().__init__(); self.register_buffer('scale', torch.as_tensor(scale, dtype=torch.float32))
+        def forward(self, x, context=None): return x * self.scale, self.scale.abs().log().sum().expand(x.shape[0])
+        def inverse(self, z, context=None): return z / self.scale
+
+    class SoftplusInverse(Bijection):
+        "z = log(exp(x) - 1), from x > 0 onto R; ldj = -sum log(1 - exp(-x))"
+        def forward(self, x, context=None):
+            log_gap = torch.log(-torch.expm1(-x))
+            return x + log_gap, -sum_per_sample(log_gap)
+        def inverse(self, z, context=None): return F.softplus(z)
+
+    return FirstAbs, Scale, SoftplusInverse
+
+
+def toy_flow(model: str, dataset: str, hidden: int = TOY_HIDDEN, device: str = 'cpu'):
+    "One of SurVAE's toy models ('abs-flow' or 'baseline') for `dataset`, built from flownb layers"
+    import torch, torch.distributions as D
+    from flownb.bijections import AffineCoupling, Logit
+    from flownb.core import Flow
+    from flownb.distributions import StandardNormal
+    from flownb.surjections import Abs
+    if model not in TOY_MODELS: raise ValueError(f"toy_flow: unknown model {model!r}; expected one of {', '.join(TOY_MODELS)}")
+    FirstAbs, Scale, SoftplusInverse = _toy_layers()
+    couplings = [AffineCoupling(2, hidden_features=hidden, num_layers=2, swap=i % 2 == 1) for i in range(TOY_COUPLINGS)]
+    if model == 'baseline': return Flow(StandardNormal(2), couplings).to(device)
+    if dataset == 'checkerboard':
+        low, high = torch.tensor([0., -4.], device=device), torch.tensor([4., 4.], device=device)
+        half_board = D.Independent(D.Uniform(low, high, validate_args=False), 1, validate_args=False)
+        return Flow(half_board, [FirstAbs(hidden)]).to(device)
+    fold = Abs(2, hidden_features=0)
+    fold.logits.requires_grad_(False)          # fair-coin signs, as SurVAE's SimpleAbsSurjection
+    onto_r = [Scale([0.25, 0.25]), Logit(alpha=0.0)] if TOY_RANGE[dataset] == 'logit' else [SoftplusInverse()]
+    return Flow(StandardNormal(2), [fold, *onto_r, *couplings]).to(device)
+
+
+def toy_samples(dataset: str, n: int, seed: int):
+    "`n` samples of SurVAE's version of `dataset`"
+    from flownb.data import toy_data
+    x = toy_data(dataset, n, seed)
+    return x * (4 / 3) if dataset == 'checkerboard' else x   # SurVAE's board spans [-4, 4]^2, flownb's [-3, 3]^2
+
+
+def toy_grid(n: int = TOY_GRID):
+    "Cell centres of an n x n grid on (-4, 4)^2 (rows: x2), and the cell area"
+    import torch
+    h = 8 / n
+    axis = torch.linspace(-4 + h / 2, 4 - h / 2, n)
+    x2, x1 = torch.meshgrid(axis, axis, indexing='ij')
+    return torch.stack([x1.reshape(-1), x2.reshape(-1)], 1), h * h
+
+
+def train_toy(dataset: str, model: str, steps: int, samples: int, seed: int, device: str, eval_every: int) -> dict:
+    "Train one toy model with Adam; keep the model with the best validation score of the 10 checked; test it once"
+    import torch
+    from flownb.train import evaluate
+    torch.manual_seed(seed)
+    n_valid = max(samples // 10, 1)
+    train_x, valid_x, test_x = toy_samples(dataset, samples, seed), toy_samples(dataset, n_valid, seed + 1), toy_samples(dataset, samples, seed + 2)
+    flow = toy_flow(model, dataset, device=device)
+    trainable = [p for p in flow.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=TOY_LR)
+    order = torch.Generator().manual_seed(seed)
+    best, curve, step, stopped, batches = None, [], 0, f'{steps:,} steps done', iter(())
+    started = time.perf_counter()
+    while step < steps:
+        batch = next(batches, None)
+        if batch is None: batches = iter(torch.randperm(len(train_x), generator=order).split(CPU_BATCH)); continue
+        loss = -flow.log_prob(train_x[batch].to(device)).mean()
+        if not torch.isfinite(loss): stopped = f'non-finite loss at step {step + 1}'; break
+        optimizer.zero_grad(); loss.backward(); optimizer.step(); step += 1
+        if step % eval_every == 0 or step == steps:
+            valid_nats = -evaluate(flow, valid_x, 4096, device=device)['log_prob']
+            curve.append([step, round(valid_nats, 4)])
+            if best is None or valid_nats < best[0]: best = (valid_nats, step, copy.deepcopy(flow.state_dict()))
+    if best is not None: flow.load_state_dict(best[2])
+    test = evaluate(flow, test_x, 4096, device=device)
+    grid, area = toy_grid()
+    with torch.no_grad(): density = torch.cat([flow.log_prob(g.to(device)).exp().cpu() for g in grid.split(8192)]).reshape(TOY_GRID, TOY_GRID)
+    per_bit = 2 * math.log(2)   # evaluate's bits/dim of 2-D samples back to nats per sample
+    return {'model': model, 'dataset': dataset, 'test_nats': -test['log_prob'], 'kind': test['kind'],
+            'test_median_nats': test['median_bits_per_dim'] * per_bit, 'test_worst_nats': test['max_bits_per_dim'] * per_bit,
+            'valid_nats': best[0] if best else float('nan'), 'selected_step': best[1] if best else 0, 'steps': step, 'stopped': stopped,
+            'validation_curve': curve, 'parameters': sum(p.numel() for p in trainable),
+            'grid_mass': float(density.sum() * area), 'seconds': round(time.perf_counter() - started, 1), 'density': density.numpy()}
+
+
+def toy_verdict(rows: dict, experiment: dict) -> str:
+    "The claim tested on each dataset, both directions said"
+    a, op, b, slack = experiment['claim']
+    if not rows or any(a not in r or b not in r for r in rows.values()): return 'not run'
+    won = [d for d, r in rows.items() if r[a]['test_nats'] < r[b]['test_nats'] - slack]
+    lost = [d for d in rows if d not in won]
+    head = (f'holds on all {len(rows)} datasets' if not lost else 'does not show on any dataset' if not won else
+            f"holds on {len(won)} of {len(rows)} ({', '.join(won)}) and does not show on {', '.join(lost)}")
+    each = '; '.join(f"{d} {a} {r[a]['test_nats']:.3f} vs {b} {r[b]['test_nats']:.3f}" for d, r in rows.items())
+    return (f"{head} at this budget: {each} test nats/sample, lower is better (the paper's thesis, as flownb reads it: "
+            f"{experiment['thesis']}; tested as {a} lower than {b} on each dataset)")
+
+
+def toy_figure(name: str, rows: dict, densities: dict, path: Path, seed: int, samples: int):
+    "Per dataset: test samples, the baseline's density and the AbsFlow's on the same colour scale"
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(len(rows), 3, figsize=(7.2, 2.45 * len(rows)), squeeze=False)
+    for i, (dataset, models) in enumerate(rows.items()):
+        clim = TOY_CLIM.get(dataset, 0.1)
+        x = toy_samples(dataset, samples, seed + 2).numpy()
+        axs[i, 0].hist2d(x[:, 0], x[:, 1], bins=TOY_GRID, range=[[-4, 4], [-4, 4]], density=True, vmin=0, vmax=clim)
+        axs[i, 0].set_title(f'{dataset}: test data', fontsize=8)
+        for ax, model in zip(axs[i, 1:], ('baseline', 'abs-flow')):
+            r = models[model]
+            ax.imshow(densities[dataset][model], origin='lower', extent=(-4, 4, -4, 4), vmin=0, vmax=clim)
+            ax.set_title(f"{model}: {r['test_nats']:.3f} nats ({r['kind']})", fontsize=8)
+        for ax in axs[i]: ax.set_xticks([]); ax.set_yticks([]); ax.set_aspect('equal')
+    fig.suptitle(f'{name}: densities on [-4, 4]$^2$ (colour 0 to each row\'s limit), test negative log-likelihood', fontsize=8)
+    plt.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
+def run_toy(name: str, args) -> dict:
+    import torch
+    experiment = EXPERIMENTS[name]
+    steps = args.steps or (TOY_FULL_STEPS if args.scale == 'full' else TOY_CPU_STEPS)
+    samples = args.samples or TOY_SAMPLES
+    eval_every = max(1, steps // 10)
+    threads = 1 if args.scale == 'cpu' else args.threads
+    print(f"{name}: {', '.join(experiment['models'])} on {', '.join(experiment['datasets'])}, {steps:,} steps each, one model at a time", flush=True)
+    previous = torch.get_num_threads(); torch.set_num_threads(threads)
+    rows, densities = {}, {}
+    try:
+        for dataset in experiment['datasets']:
+            rows[dataset], densities[dataset] = {}, {}
+            for model in experiment['models']:
+                row = train_toy(dataset, model, steps, samples, args.seed, args.device, eval_every)
+                densities[dataset][model] = row.pop('density'); rows[dataset][model] = row
+                print(f"  {dataset:16s} {model:9s} test {row['test_nats']:.3f} nats ({row['kind']}), selected step {row['selected_step']}, "
+                      f"{row['seconds']} s", flush=True)
+    finally: torch.set_num_threads(previous)
+    settings = {'steps': steps, 'batch_size': CPU_BATCH, 'optimizer': 'adam', 'lr': TOY_LR, 'train_samples': samples,
+                'valid_samples': max(samples // 10, 1), 'test_samples': samples, 'validation_every': eval_every,
+                'hidden_features': TOY_HIDDEN, 'couplings': TOY_COUPLINGS, 'seeds': [args.seed, args.seed + 1, args.seed + 2]}
+    record = {'experiment': name, 'paper': experiment['paper'], 'question': experiment['question'], 'data': ', '.join(experiment['datasets']),
+              'scale': args.scale, 'unit': 'nats', 'settings': settings, 'models': TOY_NOTE, 'rows': rows, 'verdict': verdict(rows, experiment),
+              'published': experiment['published'], 'device': args.device if args.device == 'cpu' else torch.cuda.get_device_name(),
+              'threads_per_model': threads, 'parallel_jobs': 1, 'machine': f"{platform.machine()}, {os.cpu_count()} cores",
+              'torch': torch.__version__, 'flownb_commit': commit(), 'date': time.strftime('%Y-%m-%d')}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f'{name}.json').write_text(json.dumps(record, indent=1))
+    (out / f'{name}.md').write_text(markdown(record))
+    toy_figure(name, rows, densities, out / f'{name}.png', args.seed, samples)
+    print(markdown(record), flush=True)
+    return record
+
+
+def toy_markdown(r: dict) -> str:
+    lines = [f"### {r['experiment']} ({r['paper']})", '', r['question'], '',
+             '| data | model | test nats/sample | kind | median, worst sample | parameters | steps | selected step (validation nats) | density mass on [-4, 4]² | seconds |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for dataset, models in r['rows'].items():
+        for m, row in models.items():
+            lines.append(f"| {dataset} | {m} | {row['test_nats']:.3f} | {row['kind']} | {row['test_median_nats']:.2f}, {row['test_worst_nats']:.1f} | "
+                         f"{row['parameters']:,} | {row['steps']:,} | "
+                         f"{row['selected_step']:,} ({row['valid_nats']:.3f}) | {row['grid_mass']:.3f} | {row['seconds']} |")
+    lines += ['', f"Models: {r['models']}", '',
+              f"Budget: {budget_text(r)}; {r['date']}, commit {r['flownb_commit']}, {r['machine']}. "
+              f"Verdict: {r['verdict']}. Published number: {r['published']}.", '']
     return '\n'.join(lines)
 
 
@@ -188,6 +423,8 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=1, help='torch threads per model at --scale full on the CPU')
     p.add_argument('--jobs', type=int, default=2, help='models trained at once on the CPU (one thread each)')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--steps', type=int, default=None, help=f'toy experiments: training steps per model (default {TOY_CPU_STEPS:,} at --scale cpu, {TOY_FULL_STEPS:,} at --scale full)')
+    p.add_argument('--samples', type=int, default=None, help=f'toy experiments: training and test samples per dataset, a tenth as many for validation (default {TOY_SAMPLES:,})')
     p.add_argument('--runs', default='runs/reproduce', help='where the run folders (checkpoints, samples) go')
     p.add_argument('--out', default=str(OUT), help='where the results go (<experiment>.json, .md, .png)')
     args = p.parse_args(argv)

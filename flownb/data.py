@@ -226,7 +226,7 @@ def _check_idx_pairs(raw: Path, name: str) -> None:
 
 # %% ../nbs/11_data.ipynb #4d263c82
 def toy_data(name: str, n: int = 10000, seed: int = 0) -> Tensor:
-    "`n` samples `(n, 2)` of a toy 2-D density: 'moons', 'rings', 'checkerboard', '8gaussians' or 'spiral'"
+    "`n` samples `(n, 2)` of a toy 2-D density: 'moons', 'rings', 'checkerboard', '8gaussians', 'spiral', or SurVAE's 'corners', 'eight_gaussians', 'four_circles'"
     g = torch.Generator().manual_seed(seed)
     if not isinstance(n, int) or n < 1: raise ValueError(f"toy_data: n must be a positive integer, got {n!r}")
     if name == 'moons':
@@ -248,9 +248,20 @@ def toy_data(name: str, n: int = 10000, seed: int = 0) -> Tensor:
     if name == 'spiral':
         t = torch.sqrt(torch.rand(n, generator=g)) * 3 * math.pi
         return torch.stack([t * t.cos(), t * t.sin()], 1) / 3 + 0.1 * torch.randn(n, 2, generator=g)
+    signs = lambda: 2.0 * torch.randint(0, 2, (n, 2), generator=g) - 1     # an independent random sign per coordinate
+    if name == 'corners':   # SurVAE: bars 1 wide and 3 long, 1 away from each axis
+        short, long = 1 + torch.rand(n, generator=g), 1 + 3 * torch.rand(n, generator=g)
+        upright = torch.rand(n, generator=g) < 0.5
+        return torch.stack([torch.where(upright, short, long), torch.where(upright, long, short)], 1) * signs()
+    if name == 'eight_gaussians':   # SurVAE (after FFJORD's, turned by pi/8)
+        angle = math.pi / 8 + torch.randint(0, 8, (n,), generator=g) * (math.pi / 4)
+        return (4 * torch.stack([angle.cos(), angle.sin()], 1) + 0.5 * torch.randn(n, 2, generator=g)) / 1.414
+    if name == 'four_circles':   # SurVAE (after the neural spline flows' plane data)
+        angle = 2 * math.pi * torch.rand(n, generator=g)
+        return 2 * torch.stack([angle.cos(), angle.sin()], 1) + 0.1 * torch.randn(n, 2, generator=g) + signs()
     raise ValueError(f"toy_data: unknown toy density {name!r}; choose from {TOYS}")
 
-TOYS = ['moons', 'rings', 'checkerboard', '8gaussians', 'spiral']
+TOYS = ['moons', 'rings', 'checkerboard', '8gaussians', 'spiral', 'corners', 'eight_gaussians', 'four_circles']
 
 # %% ../nbs/11_data.ipynb #d8ad6822
 def _check_values(data: np.ndarray, name: str, source: str, *, where=None, columns=None, rows: str = 'rows',

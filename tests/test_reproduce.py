@@ -12,7 +12,7 @@ reproduce = importlib.util.module_from_spec(spec); spec.loader.exec_module(repro
 def test_every_experiment_names_registered_models_and_a_claim_about_them():
     from flownb.models import MODELS
     for name, e in reproduce.EXPERIMENTS.items():
-        assert all(m in MODELS for m in e['models']), name
+        assert all(m in (reproduce.TOY_MODELS if e.get('toy') else MODELS) for m in e['models']), name
         a, op, b, slack = e['claim']
         assert a in e['models'] and b in e['models'] and op in ('<', '<=') and slack >= 0, name
         assert e['published'], name                      # a number, or says it was not found
@@ -35,3 +35,26 @@ def test_one_experiment_end_to_end_on_digits(tmp_path):
     assert (tmp_path / 'out' / 'survae-maxpool.png').stat().st_size > 0
     assert '| maxpool |' in (tmp_path / 'out' / 'survae-maxpool.md').read_text()
     assert 'survae-maxpool' in reproduce.table(tmp_path / 'out')
+
+
+def test_survae_toy_end_to_end(tmp_path):
+    "SurVAE's toy Abs experiment at 12 steps on 512 samples: every dataset and model, the JSON's fields, the files and the table"
+    reproduce.main(['survae-toy', '--steps', '12', '--samples', '512', '--out', str(tmp_path / 'out')])
+    record = json.loads((tmp_path / 'out' / 'survae-toy.json').read_text())
+    assert record['unit'] == 'nats' and record['scale'] == 'cpu' and record['published'] == 'not found'
+    assert record['settings']['steps'] == 12 and record['settings']['train_samples'] == 512 and record['settings']['valid_samples'] == 51
+    assert list(record['rows']) == ['checkerboard', 'corners', 'eight_gaussians', 'four_circles']
+    for dataset, models in record['rows'].items():
+        assert set(models) == {'abs-flow', 'baseline'}, dataset
+        for m, row in models.items():
+            assert row['kind'] == 'exact' and row['steps'] == 12 and row['dataset'] == dataset, (dataset, m)
+            assert 1 <= row['selected_step'] <= 12 and len(row['validation_curve']) == 12   # scored every step at this budget
+            assert min(v for _, v in row['validation_curve']) == pytest.approx(row['valid_nats'], abs=1e-3)
+            assert 0 < row['test_nats'] < 10 and 0 < row['grid_mass'] < 1.05 and row['test_median_nats'] <= row['test_worst_nats']
+    # the checkerboard's AbsFlow is a uniform density on the half-board: its mass on [-4, 4]^2 is 1 to the grid's precision
+    assert record['rows']['checkerboard']['abs-flow']['grid_mass'] == pytest.approx(1.0, abs=1e-3)
+    assert record['verdict'].startswith(('holds on all 4 datasets at this budget', 'does not show on any dataset at this budget', 'holds on '))
+    assert all(f"{d} abs-flow" in record['verdict'] for d in record['rows'])
+    assert (tmp_path / 'out' / 'survae-toy.png').stat().st_size > 0
+    assert '| corners | abs-flow |' in (tmp_path / 'out' / 'survae-toy.md').read_text()
+    assert 'test nats/sample' in reproduce.table(tmp_path / 'out')
