@@ -52,7 +52,9 @@ EXPERIMENTS = {
         'published': 'not found'},
     'drf-lcma': {
         'paper': 'Dimensionality Reduction Flows (Das, Abbeel, Spanos 2019)', 'data': 'mnist',
-        'models': ['lcma', 'multiscale'],
+        'models': ['lcma', 'multiscale', 'lcma-train'],
+        # an arm that is not a registry name: its model and the TrainConfig fields it sets beyond the shared settings
+        'arms': {'lcma-train': {'model': 'lcma', 'lcma': 'train'}},   # the scores accumulated over the first 100 steps, then frozen
         'question': 'does a factor-out chosen by likelihood contribution beat the static half of the same multi-scale flow?',
         'claim': ('lcma', '<', 'multiscale', 0.0), 'thesis': 'a factor-out chosen by likelihood contribution beats the static one',
         'published': 'not found'},
@@ -85,14 +87,17 @@ def settings(experiment: dict, scale: str, time_budget: float, epochs: int) -> d
             'grad_clip': recipe.get('grad_clip', 0.0), 'batch_size': CPU_BATCH, 'epochs': epochs, 'time_budget': time_budget}
 
 
-def train_one(model: str, data: str, data_dir: str | None, shared: dict, device: str, seed: int, out: str, threads: int) -> dict:
+def train_one(model: str, data: str, data_dir: str | None, shared: dict, device: str, seed: int, out: str, threads: int,
+              arm: dict | None = None) -> dict:
+    "Train one arm: `model` is its row's name; `arm` (if given) its registry model and extra TrainConfig fields"
     import torch
     torch.set_num_threads(threads)
     from flownb.train import TrainConfig, train
-    config = TrainConfig(model=model, data=data, data_dir=data_dir, device=device, seed=seed, **shared)
+    extra = dict(arm or {}); registry_model = extra.pop('model', model)
+    config = TrainConfig(model=registry_model, data=data, data_dir=data_dir, device=device, seed=seed, **shared, **extra)
     started = time.perf_counter()
     result = train(config, out=Path(out) / model, progress=False)
-    return {'model': model, 'test_bpd': result['test']['bits_per_dim'], 'kind': result['test']['kind'],
+    return {'model': model, **({'registry_model': registry_model, 'extra': extra} if arm else {}), 'test_bpd': result['test']['bits_per_dim'], 'kind': result['test']['kind'],
             'continuous_part_exact': result['continuous_part_exact'], 'valid_bpd': result['selected']['valid_bits_per_dim'],
             'selected_epoch': result['selected']['epoch'], 'epochs_done': result['epochs_done'], 'steps': result['steps'],
             'stopped': result['stopped_because'], 'parameters': result['parameters'], 'latent': result['latent'],
@@ -119,7 +124,10 @@ def figure(name: str, rows: dict, path: Path):
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.9))
     for ax, (model, row) in zip(axs if len(rows) > 1 else [axs], rows.items()):
-        ax.imshow(plt.imread(Path(row['run']) / 'samples.png')); ax.axis('off')
+        samples = Path(row['run']) / 'samples.png'
+        if samples.exists(): ax.imshow(plt.imread(samples))
+        else: ax.text(0.5, 0.5, 'samples of this earlier run\nare not on this machine', ha='center', va='center', fontsize=8)
+        ax.axis('off')
         ax.set_title(f"{model}: {row['test_bpd']:.3f} bits/dim\n({row['kind']}, latent {row['latent']})", fontsize=8)
     fig.suptitle(f'{name}: samples of the selected models', fontsize=9)
     plt.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
@@ -136,19 +144,30 @@ def run(name: str, args) -> dict:
     shared = settings(experiment, args.scale, args.time_budget, args.epochs)
     runs = Path(args.runs) / name
     print(f"{name}: {', '.join(experiment['models'])} on {data} at scale {args.scale} ({shared or 'each model its recipe'})", flush=True)
-    jobs = [(m, data, data_dir, shared, args.device, args.seed, str(runs), 1 if args.scale == 'cpu' else args.threads) for m in experiment['models']]
+    arms = experiment.get('arms', {})
+    chosen = experiment['models'] if not args.only else [m for m in experiment['models'] if m in args.only.split(',')]
+    if args.only and len(chosen) != len(args.only.split(',')):
+        raise SystemExit(f"{name}: --only {args.only}: its arms are {', '.join(experiment['models'])}")
+    jobs = [(m, data, data_dir, shared, args.device, args.seed, str(runs), 1 if args.scale == 'cpu' else args.threads, arms.get(m)) for m in chosen]
     if args.jobs > 1 and args.device == 'cpu':
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context('spawn')) as pool: results = list(pool.map(train_one, *zip(*jobs)))
     else: results = [train_one(*j) for j in jobs]
     rows = {r['model']: r for r in results}
     import torch
+    out = Path(args.out)
+    if args.only and (out / f'{name}.json').exists():   # keep the arms recorded before; say which run each row came from
+        before = json.loads((out / f'{name}.json').read_text())
+        if before['settings'] != shared: raise SystemExit(f"{name}: --only needs the settings of the recorded run ({before['settings']}), got {shared}")
+        for r in rows.values(): r['run_note'] = (f"trained alone on {time.strftime('%Y-%m-%d')}, commit {commit()}, {args.jobs if len(rows) > 1 else 1} "
+                                                 f"at a time; the other rows are from {before['date']}, commit {before['flownb_commit']}")
+        rows = {**before['rows'], **rows}
+        rows = {m: rows[m] for m in experiment['models'] if m in rows}
     record = {'experiment': name, 'paper': experiment['paper'], 'question': experiment['question'], 'data': data,
               'scale': args.scale, 'settings': shared, 'rows': rows, 'verdict': verdict(rows, experiment),
               'published': experiment['published'], 'device': args.device if args.device == 'cpu' else torch.cuda.get_device_name(),
               'threads_per_model': 1 if args.scale == 'cpu' else args.threads, 'parallel_jobs': args.jobs,
               'machine': f"{platform.machine()}, {os.cpu_count()} cores", 'torch': torch.__version__, 'flownb_commit': commit(),
               'date': time.strftime('%Y-%m-%d')}
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f'{name}.json').write_text(json.dumps(record, indent=1))
     (out / f'{name}.md').write_text(markdown(record))
@@ -175,6 +194,8 @@ def markdown(r: dict) -> str:
         kind = row['kind'] + ('' if row['continuous_part_exact'] else ', continuous part a bound')
         lines.append(f"| {m} | {row['test_bpd']:.3f} | {kind} | {row['latent']} | {row['parameters']:,} | {row['steps']} | "
                      f"{row['selected_epoch']} ({row['valid_bpd']:.3f}) | {row['stopped']} |")
+    lines += [f"\n{m}: {row['run_note']}." for m, row in r['rows'].items() if row.get('run_note')]
+    lines += [f"\n{m}: {row['registry_model']} with {', '.join(f'{k}={v!r}' for k, v in row['extra'].items())}." for m, row in r['rows'].items() if row.get('extra')]
     lines += ['', f"Budget: {budget_text(r)}; {r['data']}; {r['date']}, commit {r['flownb_commit']}, {r['machine']}. "
               f"Verdict: {r['verdict']}. Published number: {r['published']}.", '']
     return '\n'.join(lines)
@@ -425,6 +446,7 @@ def main(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--steps', type=int, default=None, help=f'toy experiments: training steps per model (default {TOY_CPU_STEPS:,} at --scale cpu, {TOY_FULL_STEPS:,} at --scale full)')
     p.add_argument('--samples', type=int, default=None, help=f'toy experiments: training and test samples per dataset, a tenth as many for validation (default {TOY_SAMPLES:,})')
+    p.add_argument('--only', default=None, help="comma-separated arms of one experiment to train; the rows already recorded for its other arms are kept")
     p.add_argument('--runs', default='runs/reproduce', help='where the run folders (checkpoints, samples) go')
     p.add_argument('--out', default=str(OUT), help='where the results go (<experiment>.json, .md, .png)')
     args = p.parse_args(argv)

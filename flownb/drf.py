@@ -18,7 +18,7 @@ from .distributions import StandardNormal, ConditionalNormal
 from .surjections import VAE
 
 # %% auto #0
-__all__ = ['LowDimPrior', 'likelihood_contributions', 'LCMASplit', 'fit_lcma']
+__all__ = ['LowDimPrior', 'likelihood_contributions', 'LCMASplit', 'fit_lcma', 'accumulate_lcma', 'freeze_lcma', 'LCMASchedule']
 
 # %% ../nbs/10_drf.ipynb #344d504e
 class LowDimPrior(nn.Module):
@@ -121,12 +121,13 @@ def likelihood_contributions(segment: Transform | None,   # shape-preserving bij
 
 # %% ../nbs/10_drf.ipynb #66458be9
 class LCMASplit(Surjection):
-    """Multi-scale factor-out whose kept dimensions are chosen once, from data, by their likelihood contribution.
+    """Multi-scale factor-out whose kept dimensions are chosen from data, by their likelihood contribution, then frozen.
 
     Direction: data → latent. Vectors `(batch, features)` → `(batch, keep)`, or images `(batch, C, H, W)` →
     `(batch, keep, H, W)`, keeping `keep` of the `C` channels at every pixel. The rest get a learned conditional Gaussian
     given the kept part. An inference surjection: exact for every selection, because the selection is fixed.
-    Before `fit` the selection is the static split (the first `keep`); `fit(scores)` freezes the data-chosen one.
+    Before `fit` the selection is the static split (the first `keep`); `fit(scores)` freezes the data-chosen one. Or,
+    during training, `accumulate(scores)` keeps a running average of the scores and re-chooses from it, until `freeze()`.
 
     References: Das, Abbeel, Spanos, "Dimensionality Reduction Flows", 2019, https://arxiv.org/abs/1908.01686
 
@@ -157,7 +158,8 @@ class LCMASplit(Surjection):
         identity = torch.arange(size).reshape(size, *[1] * (len(self.shape) - 1)).expand(self.shape).clone()
         self.register_buffer('order', identity)
         self.register_buffer('fitted', torch.tensor(False))
-        self.register_buffer('scores', torch.zeros(self.shape))   # the scores the selection was fitted on
+        self.register_buffer('scores', torch.zeros(self.shape))   # the scores the selection was fitted on (their running average)
+        self.register_buffer('seen', torch.tensor(0))              # how many score tensors `scores` averages
         self.dropped = ConditionalNormal(keep, size - keep, hidden_features, num_layers, context_features, conv=self.conv)
 
     def _name(self): return f"LCMASplit({'×'.join(map(str, self.shape))}→{self.keep})"
@@ -165,11 +167,42 @@ class LCMASplit(Surjection):
     @torch.no_grad()
     def fit(self, scores: Tensor) -> LCMASplit:
         "Freeze the selection: at every pixel keep the `keep` lowest-scoring channels (features), factor out the rest"
-        if tuple(scores.shape) != self.shape:
-            raise ValueError(f"{self._name()}.fit: scores must have the input's shape {self.shape}, got {tuple(scores.shape)}")
-        if not torch.isfinite(scores).all(): raise ValueError(f"{self._name()}.fit: scores contain NaN or inf")
-        self.scores.copy_(scores); self.order.copy_(scores.argsort(dim=0, stable=True)); self.fitted.fill_(True)
+        self._check_scores(scores, 'fit')
+        self.scores.copy_(scores); self.seen.fill_(1); self._choose(); self.fitted.fill_(True)
         return self
+
+    def _check_scores(self, scores: Tensor, method: str):
+        if tuple(scores.shape) != self.shape:
+            raise ValueError(f"{self._name()}.{method}: scores must have the input's shape {self.shape}, got {tuple(scores.shape)}")
+        if not torch.isfinite(scores).all(): raise ValueError(f"{self._name()}.{method}: scores contain NaN or inf")
+
+    def _choose(self): self.order.copy_(self.scores.argsort(dim=0, stable=True))
+
+    @torch.no_grad()
+    def accumulate(self, scores: Tensor, momentum: float | None = None) -> LCMASplit:
+        "Average `scores` into the running scores (cumulative mean, or exponential with `momentum`) and re-choose; refused once frozen"
+        if self.frozen: raise ValueError(f"{self._name()}.accumulate: the selection is frozen; it no longer changes")
+        if momentum is not None and not (isinstance(momentum, float) and 0.0 <= momentum < 1.0):
+            raise ValueError(f"{self._name()}.accumulate: momentum must be a float in [0, 1) or None, got {momentum!r}")
+        self._check_scores(scores, 'accumulate')
+        self.seen.add_(1)
+        weight = 1.0 / self.seen.item() if momentum is None or self.seen.item() == 1 else 1.0 - momentum
+        self.scores.add_(weight * (scores.to(self.scores) - self.scores)); self._choose()
+        return self
+
+    @torch.no_grad()
+    def freeze(self) -> LCMASplit:
+        "Fix the current selection for good: `accumulate` is refused from now on (the static split, if nothing was accumulated)"
+        self.fitted.fill_(True); return self
+
+    @property
+    def frozen(self) -> bool:
+        "True once the selection is fixed (by `fit` or `freeze`)"
+        return bool(self.fitted)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + 'seen', torch.tensor(int(bool(state_dict.get(prefix + 'fitted', False)))))   # checkpoints from before `seen`
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def kept_mask(self) -> Tensor:
@@ -190,13 +223,24 @@ class LCMASplit(Surjection):
         h = torch.cat([z, dropped], 1)
         return torch.empty_like(h).scatter_(1, self.order.expand(h.shape), h)
 
-    def extra_repr(self): return f"shape={self.shape}, keep={self.keep}, fitted={bool(self.fitted)}"
+    def extra_repr(self): return f"shape={self.shape}, keep={self.keep}, fitted={bool(self.fitted)}, seen={int(self.seen)}"
 
 # %% ../nbs/10_drf.ipynb #d42d631d
 def _leaf_transforms(t: Transform):
     if isinstance(t, Compose):
         for s in t: yield from _leaf_transforms(s)
     else: yield t
+
+def _walk_splits(flow: Flow, x: Tensor, context, chunk_size: int, wanted):
+    "Yield `(split, scores)` for every `LCMASplit` for which `wanted(split)`, in order; the caller updates it before the walk goes on"
+    h, segment, start = x, [], x
+    for layer in _leaf_transforms(flow.transform):
+        if isinstance(layer, LCMASplit) and wanted(layer):
+            yield layer, likelihood_contributions(Compose(*segment) if segment else None, start, context, chunk_size)
+        out = layer(h, context)[0]
+        if isinstance(layer, Bijection) and out.shape == h.shape: segment.append(layer)
+        else: segment, start = [], out
+        h = out
 
 @torch.no_grad()
 def fit_lcma(flow: Flow,                 # a flow containing `LCMASplit` layers
@@ -206,13 +250,57 @@ def fit_lcma(flow: Flow,                 # a flow containing `LCMASplit` layers
              chunk_size: int = 64,
             ) -> list[LCMASplit]:
     "Fit the selection of every (unfitted) `LCMASplit` in `flow` from the likelihood contributions on `x`; returns those fitted"
-    fitted, h, segment, start = [], x, [], x
-    for layer in _leaf_transforms(flow.transform):
-        if isinstance(layer, LCMASplit) and (refit or not bool(layer.fitted)):
-            layer.fit(likelihood_contributions(Compose(*segment) if segment else None, start, context, chunk_size))
-            fitted.append(layer)
-        out = layer(h, context)[0]
-        if isinstance(layer, Bijection) and out.shape == h.shape: segment.append(layer)
-        else: segment, start = [], out
-        h = out
+    fitted = []
+    for layer, scores in _walk_splits(flow, x, context, chunk_size, lambda s: refit or not s.frozen):
+        layer.fit(scores); fitted.append(layer)
     return fitted
+
+
+# %% ../nbs/10_drf.ipynb #6b1bef9a
+@torch.no_grad()
+def accumulate_lcma(flow: Flow,                  # a flow containing `LCMASplit` layers
+                    x: Tensor,                   # a few training examples of this step
+                    context: Tensor | None = None,
+                    momentum: float | None = None,   # None: cumulative average; else exponential with this momentum
+                    chunk_size: int = 64,
+                   ) -> list[LCMASplit]:
+    "Fold the likelihood contributions on `x` into the running scores of every `LCMASplit` not yet frozen, and re-choose; returns those updated"
+    updated = []
+    for layer, scores in _walk_splits(flow, x, context, chunk_size, lambda s: not s.frozen):
+        layer.accumulate(scores, momentum); updated.append(layer)
+    return updated
+
+def freeze_lcma(flow: Flow) -> list[LCMASplit]:
+    "Freeze the selection of every `LCMASplit` in `flow` that is not frozen yet; returns those frozen now"
+    splits = [m for m in flow.modules() if isinstance(m, LCMASplit) and not m.frozen]
+    for s in splits: s.freeze()
+    return splits
+
+
+# %% ../nbs/10_drf.ipynb #28ccccf6
+class LCMASchedule:
+    """When a training loop updates and freezes the likelihood-contribution factor-outs: every `every` steps among the
+    first `steps`, then frozen. It keeps no state: the running scores and the frozen flag live in the splits' buffers.
+
+    Example:
+        >>> schedule = LCMASchedule(steps=100, every=10)
+        >>> for step, x in enumerate(batches): schedule.update(flow, step, x[:4]); ...train on x...
+        >>> freeze_lcma(flow)                               # before evaluating, whatever the window
+    """
+    def __init__(self, steps: int = 100, every: int = 10, momentum: float | None = None):
+        for name, v in (('steps', steps), ('every', every)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"LCMASchedule: {name} must be a positive integer, got {v!r}")
+        store_attr()
+
+    def due(self, step: int) -> bool:
+        "Whether the optimizer step `step` (0-based: how many steps came before) scores a batch"
+        return step < self.steps and step % self.every == 0
+
+    def update(self, flow: Flow, step: int, x: Tensor, context: Tensor | None = None) -> str | None:
+        "Before optimizer step `step`: 'frozen' once the window is over, 'accumulated' on a scoring step, else None"
+        if step >= self.steps: return 'frozen' if freeze_lcma(flow) else None
+        if self.due(step) and accumulate_lcma(flow, x, context, self.momentum): return 'accumulated'
+        return None
+
+    def __repr__(self): return f"LCMASchedule(steps={self.steps}, every={self.every}, momentum={self.momentum})"
+

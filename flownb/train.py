@@ -25,7 +25,7 @@ import flownb
 from .core import Flow, validation, context_features_of, noise_mean
 from .data import DensityData, load_data, save_image_grid, split_validation, DATASETS
 from .models import MODELS, DEQUANTIZATIONS, create_model, continuous_part_exact, num_parameters, latent_shape
-from .drf import LCMASplit, fit_lcma
+from .drf import LCMASplit, fit_lcma, freeze_lcma, LCMASchedule
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'OPTIMIZERS', 'OUTLIER_KINDS', 'CHECKPOINT_FORMAT', 'PLOT_EVERY', 'resolve_device', 'TrainConfig',
@@ -89,6 +89,9 @@ class TrainConfig:
     time_budget: float | None = None  # stop after this many seconds of training in all, over resumes (None: no limit)
     conditional: bool = False       # class-conditional: the one-hot label is the context (labelled data only)
     imports: list = field(default_factory=list)  # modules imported to register the model, recorded for eval and sample
+    lcma: str = 'init'              # LCMASplit factor-outs: 'init' (fitted once, before training) or 'train' (accumulated, then frozen)
+    lcma_steps: int = 100           # lcma='train': the first steps that accumulate; frozen after them, at the latest at the first epoch's end
+    lcma_every: int = 10            # lcma='train': one scoring every this many steps within the window
 
     def validate(self) -> 'TrainConfig':
         "Raise a `ValueError` naming the first field that is out of range (`None` is allowed for the recipe's fields)"
@@ -114,6 +117,9 @@ class TrainConfig:
             if v is not None and not _positive_int(v): raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
         if self.time_budget is not None and not (_number(self.time_budget) and self.time_budget > 0):
             raise ValueError(f"time_budget must be a positive number of seconds or None, got {self.time_budget!r}")
+        if self.lcma not in ('init', 'train'): raise ValueError(f"lcma must be 'init' or 'train', got {self.lcma!r}")
+        for name in ('lcma_steps', 'lcma_every'):
+            if not _positive_int(getattr(self, name)): raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not isinstance(self.imports, (list, tuple)) or not all(isinstance(m, str) for m in self.imports):
             raise ValueError(f"imports must be a list of module names, got {self.imports!r}")
         resolve_device(self.device)   # an unknown device, 'meta', or CUDA that is not here
@@ -580,8 +586,8 @@ def _write_curves(history: dict, path: Path, unit: str, title: str, kind: str, s
 # %% ../nbs/13_train.ipynb #8ab579ce
 PLOT_EVERY = (10, 60.0)   # samples.png and curves.png: every 10 epochs or 60 seconds, whichever comes first, and at the end
 _RESUME_KEYS = ('model', 'data', 'epochs', 'batch_size', 'optimizer', 'lr', 'weight_decay', 'grad_clip', 'seed', 'dequantization',
-                'model_options', 'conditional')
-_BEFORE_RECIPES = {'optimizer': 'adamw', 'grad_clip': 10.0, 'conditional': False}   # what checkpoints that predate these fields used
+                'model_options', 'conditional', 'lcma', 'lcma_steps', 'lcma_every')
+_BEFORE_RECIPES = {'optimizer': 'adamw', 'grad_clip': 10.0, 'conditional': False, 'lcma': 'init', 'lcma_steps': 100, 'lcma_every': 10}   # what checkpoints that predate these fields used
 
 def _check_resumable(path: Path, resumed: dict, config: TrainConfig):
     missing = [k for k in ('optimizer_state', 'scheduler_state', 'step', 'history', 'rng') if k not in resumed]
@@ -676,7 +682,11 @@ def train(config: TrainConfig,                 # what to train
         init_batch, init_context = data.train[first], context_of(labels_of(first))
         with torch.no_grad(): flow.log_prob(init_batch.to(device), init_context)
         # likelihood-contribution factor-out (10_drf): choose the selections once, now, on part of the same batch
-        if any(isinstance(m, LCMASplit) for m in flow.modules()):
+        has_lcma = any(isinstance(m, LCMASplit) for m in flow.modules())
+        if config.lcma == 'train' and not has_lcma:
+            raise ValueError(f"lcma='train' needs a model with LCMASplit factor-outs (e.g. lcma); {config.model} has none")
+        lcma_schedule = LCMASchedule(config.lcma_steps, config.lcma_every) if config.lcma == 'train' else None
+        if has_lcma and lcma_schedule is None:
             few = max(8, min(64, 8192 // dims))
             fit_lcma(flow, init_batch[:few].to(device), init_context[:few] if init_context is not None and context_features_of(flow.transform) else None)
         torch.manual_seed(config.seed + rank)
@@ -746,6 +756,12 @@ def train(config: TrainConfig,                 # what to train
             while batch < steps_per_epoch and stopped is None:
                 idx = order[batch]
                 x, context = data.train[idx].to(device, non_blocking=True), context_of(labels_of(idx))
+                if lcma_schedule is not None and (lcma_schedule.due(step) or step == config.lcma_steps):
+                    # lcma='train' (10_drf): score a few training examples drawn by (seed, step), the same in every process and on resume
+                    pick = torch.randint(len(data.train), (max(1, min(8, 2048 // dims)),), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + step))
+                    with _forked(device):
+                        torch.manual_seed(config.seed + 40_000 + step)   # the dequantization's draw, outside training's random stream
+                        lcma_schedule.update(flow, step, data.train[pick].to(device), context_of(labels_of(pick)) if context_features_of(flow.transform) else None)
                 with amp:
                     try: log_p = model(x, context)
                     except ValueError as e:
@@ -782,6 +798,7 @@ def train(config: TrainConfig,                 # what to train
                 break
             epoch, batch, partial_seconds = epoch + 1, 0, 0.0
             history['epoch_step'].append(step); history['epoch_seconds'].append(seconds)
+            if lcma_schedule is not None: freeze_lcma(flow)   # validation sees a frozen mask, however long the window
             if rank == 0:
                 flow.eval()
                 with _forked(device):
@@ -819,6 +836,7 @@ def train(config: TrainConfig,                 # what to train
             if not _same_selection(selected, best):
                 raise CheckpointError(f"{best_path} does not hold the epoch this run selected (epoch {best and best['epoch']}); it was changed by something else")
             flow.load_state_dict(chosen['model_state']); flow.eval()
+            freeze_lcma(flow)   # a run stopped inside the lcma window: its checkpoint keeps accumulating on resume, the test sees the mask frozen
             test_labels = data.test_labels if classes else None
             with _forked(device):
                 torch.manual_seed(config.seed + 20_000)

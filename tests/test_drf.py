@@ -174,3 +174,66 @@ def test_sklearn_tabular_trains_with_a_vector_model(tmp_path):
     fit_lcma(flow, data.train[:32])
     lp = flow.log_prob(data.test)
     assert lp.shape == (len(data.test),) and torch.isfinite(lp).all()
+
+
+# --- lcma='train': the factor-out accumulated during training, then frozen (10_drf, 13_train) -----------------
+
+def _lcma_state(state):
+    return {k: v for k, v in state.items() if k.rsplit('.', 1)[-1] in ('order', 'fitted', 'scores', 'seen')}
+
+def test_train_accumulates_lcma_then_freezes_before_evaluation(tmp_path):
+    config = TrainConfig(model='lcma', epochs=2, batch_size=128, lcma='train', lcma_steps=6, lcma_every=2,
+                         model_options={'hidden': 16, 'blocks': 1})
+    result = train(config, tmp_path / 'run', progress=False)
+    state = load_checkpoint(tmp_path / 'run' / 'best.pt')['model_state']
+    lcma = _lcma_state(state)
+    assert all(bool(v) for k, v in lcma.items() if k.endswith('.fitted'))           # frozen in what was validated and tested
+    assert all(int(v) == 3 for k, v in lcma.items() if k.endswith('.seen'))          # steps 0, 2, 4 of the window of 6
+    assert load_checkpoint(tmp_path / 'run' / 'best.pt')['config']['lcma'] == 'train'
+    assert math.isfinite(result['test']['bits_per_dim'])
+    # the same run fitted once at initialisation scores one batch: seen 1
+    once = train(replace_config(config, lcma='init'), tmp_path / 'once', progress=False)
+    state_once = load_checkpoint(tmp_path / 'once' / 'best.pt')['model_state']
+    assert all(int(v) == 1 for k, v in _lcma_state(state_once).items() if k.endswith('.seen'))
+    assert once['test']['bits_per_dim'] != result['test']['bits_per_dim']
+
+def replace_config(config, **changes):
+    import dataclasses
+    return dataclasses.replace(config, **changes)
+
+def test_lcma_train_window_longer_than_an_epoch_freezes_at_the_first_validation(tmp_path):
+    config = TrainConfig(model='lcma', epochs=1, batch_size=128, lcma='train', lcma_steps=10_000, lcma_every=3,
+                         model_options={'hidden': 16, 'blocks': 1})
+    train(config, tmp_path / 'run', progress=False)
+    ckpt = load_checkpoint(tmp_path / 'run' / 'checkpoint.pt')
+    steps = ckpt['step']
+    lcma = _lcma_state(ckpt['model_state'])
+    assert all(bool(v) for k, v in lcma.items() if k.endswith('.fitted'))
+    assert all(int(v) == len(range(0, steps, 3)) for k, v in lcma.items() if k.endswith('.seen'))
+
+def test_lcma_train_resume_inside_the_window_reproduces_the_mask_and_numbers(tmp_path):
+    config = TrainConfig(model='lcma', epochs=2, batch_size=128, lcma='train', lcma_steps=8, lcma_every=2,
+                         model_options={'hidden': 16, 'blocks': 1})
+    whole = train(config, tmp_path / 'whole', progress=False)
+    train(config, tmp_path / 'cut', progress=False, stop_after_steps=3)               # stopped inside the window
+    mid = _lcma_state(load_checkpoint(tmp_path / 'cut' / 'checkpoint.pt')['model_state'])
+    assert not any(bool(v) for k, v in mid.items() if k.endswith('.fitted'))        # the checkpoint keeps accumulating ...
+    assert all(int(v) == 2 for k, v in mid.items() if k.endswith('.seen'))           # ... after steps 0 and 2
+    resumed = train(config, tmp_path / 'cut', resume=True, progress=False)
+    a = load_checkpoint(tmp_path / 'whole' / 'checkpoint.pt')['model_state']
+    b = load_checkpoint(tmp_path / 'cut' / 'checkpoint.pt')['model_state']
+    for k in _lcma_state(a): assert torch.equal(a[k], b[k]), k
+    assert resumed['test']['bits_per_dim'] == whole['test']['bits_per_dim']
+    assert resumed['steps'] == whole['steps']
+
+def test_lcma_train_bad_settings(tmp_path):
+    with pytest.raises(ValueError, match="lcma must be 'init' or 'train'"): TrainConfig(lcma='during').validate()
+    with pytest.raises(ValueError, match='lcma_steps must be a positive integer'): TrainConfig(lcma_steps=0).validate()
+    with pytest.raises(ValueError, match='lcma_every must be a positive integer'): TrainConfig(lcma_every=True).validate()
+    with pytest.raises(ValueError, match="lcma='train' needs a model with LCMASplit"):
+        train(TrainConfig(model='multiscale', epochs=1, lcma='train', model_options={'hidden': 16, 'blocks': 1}), tmp_path / 'x', progress=False)
+    config = TrainConfig(model='lcma', epochs=2, batch_size=128, model_options={'hidden': 16, 'blocks': 1})
+    train(config, tmp_path / 'run', progress=False, stop_after_steps=3)
+    from flownb.train import CheckpointError
+    with pytest.raises(CheckpointError, match="lcma='init'"):
+        train(replace_config(config, lcma='train'), tmp_path / 'run', resume=True, progress=False)
