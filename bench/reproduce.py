@@ -203,7 +203,7 @@ def markdown(r: dict) -> str:
 
 def table(out: Path = OUT) -> str:
     "One row per experiment, from the results written so far (the README's table)"
-    lines = ['| experiment | paper | data, budget | flownb (test bits/dim) | the comparison, at this budget | published |', '|---|---|---|---|---|---|']
+    lines = ['| experiment | paper | data, budget | flownb (test bits/dim unless marked) | the comparison, at this budget | published |', '|---|---|---|---|---|---|']
     for path in sorted(Path(out).glob('*.json')):
         r = json.loads(path.read_text())
         if r.get('unit') == 'nats':
