@@ -1,5 +1,6 @@
 """Dimensionality Reduction Flows: the likelihood-contribution factor-out (LCMASplit, fit_lcma) over random shapes,
 the learned low-dimensional prior, the multi-scale models through `train`, and the tabular loaders' bad input."""
+import math
 import subprocess
 import sys
 
