@@ -36,6 +36,8 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
               max_steps: Param("stop after this many optimizer steps in all; --resume continues (default: no limit)", int) = None,
               time_budget: Param("stop after this many seconds of training in all, evaluation excluded; --resume continues (default: no limit)", float) = None,
               conditional: Param("class-conditional: the one-hot label is the context (labelled datasets)", store_true) = False,
+              lcma: Param("models with likelihood-contribution factor-outs: 'init' (scores fitted once, before training) or 'train' (accumulated over the first --lcma-steps steps, then frozen)", str) = 'init',
+              lcma_steps: Param("--lcma train: the first steps whose scores accumulate", int) = 100,
               imports: Param("module(s) registering your own models, comma-separated; the current folder is searched first", str) = None,
               device: Param("'auto', 'cpu', 'cuda' or 'cuda:N'", str) = 'auto',
               out: Param("run folder for best.pt, checkpoint.pt, samples.png, curves.png, metrics.json", str) = 'runs/latest',
@@ -51,7 +53,7 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
     config = TrainConfig(model=model, data=data, data_dir=data_dir, download=download, epochs=epochs, batch_size=batch_size,
                          lr=lr, optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, device=device, amp=amp,
                          eval_k=k or None, dequantization=dequantization, patience=patience, max_steps=max_steps, time_budget=time_budget,
-                         conditional=conditional, imports=modules)
+                         conditional=conditional, lcma=lcma, lcma_steps=lcma_steps, imports=modules)
     result = train(config, out, resume=resume, progress=not quiet)
     if not result: return   # processes other than rank 0 under torchrun
     test, selected = result['test'], result['selected']

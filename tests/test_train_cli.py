@@ -36,6 +36,8 @@ def metrics(run: Path) -> dict:
     (['sample', 'no/such/checkpoint.pt'], 'checkpoint not found'),
     (['models', '--data', 'imagenet'], "unknown dataset 'imagenet'"),
     (['launch'], "unknown command 'launch'"),
+    (['train', '--lcma', 'sometimes'], "lcma must be 'init' or 'train', got 'sometimes'"),
+    (['train', '--lcma', 'train'], "lcma='train' needs a model with LCMASplit factor-outs"),
 ])
 def test_bad_arguments_give_one_line(args, expected):
     r = flownb(*args, check=False)
@@ -197,6 +199,16 @@ def test_default_run_beats_the_gaussian_baseline(tmp_path):
 
 
 @pytest.mark.skipif(not (MNIST / 't10k-images-idx3-ubyte.gz').exists(), reason='MNIST not in ../shared/data/mnist')
+def test_lcma_accumulated_during_training_is_recorded_and_kept_on_resume(tmp_path):
+    "--lcma train: the factor-out scores accumulate over the first --lcma-steps steps; the checkpoint records it"
+    run = tmp_path / 'lcma'
+    flownb('train', '--model', 'lcma', '--lcma', 'train', '--lcma-steps', '4', '--epochs', '1', '--max-steps', '6', '--out', run, '--quiet')
+    state = torch.load(run / 'best.pt', map_location='cpu', weights_only=False)
+    assert state['config']['lcma'] == 'train' and state['config']['lcma_steps'] == 4
+    r = flownb('train', '--model', 'lcma', '--epochs', '1', '--max-steps', '8', '--out', run, '--resume', '--quiet', check=False)
+    assert r.returncode == 1 and "lcma='train'" in r.stderr and "lcma='init'" in r.stderr, r.stderr
+
+
 def test_mnist_one_epoch(tmp_path):
     run = tmp_path / 'mnist'
     flownb('train', '--data', 'mnist', '--data-dir', MNIST, '--epochs', '1', '--out', run, '--quiet', timeout=1200)
