@@ -18,17 +18,18 @@ from .flowify import flowify, Flatten
 from .flowify_conv import FlowPad2d
 from .surjections import MaxPool2d, Slice
 from .dequantization import UniformDequantization, VariationalDequantization, FlowDequantization
-from .funnels import CroppingConvFunnel, CouplingFunnel, StridedConvFunnel
+from .funnels import CroppingConvFunnel, CouplingFunnel, StridedConvFunnel, LinearFunnel
 from .drf import LCMASplit, LowDimPrior
 
 # %% auto #0
 __all__ = ['RECIPE_FIELDS', 'MODELS', 'DEQUANTIZATIONS', 'FLOWIFICATION_RECIPE', 'FLOWIFICATION_ARCHITECTURES', 'PAPER_SHAPES',
-           'FUNNELS_IMAGE_RECIPE', 'ModelSpec', 'register_model', 'conditioning_of', 'create_model',
-           'continuous_part_exact', 'latent_shape', 'num_parameters', 'gaussian', 'realnvp', 'flowify_mlp',
-           'flowify_mlp_coupling', 'flowify_conv1', 'flowify_conv1_coupling', 'flowify_conv2', 'flowify_conv2_coupling',
-           'paper_spline', 'paper_network', 'flowification_model', 'flowification_mlp', 'flowification_conv1',
-           'flowification_conv2', 'flowification_conv1_nsf', 'flowification_conv2_nsf', 'funnel', 'maxpool', 'slice_',
-           'funnels_conv', 'funnels_glow', 'multiscale', 'lcma', 'drf_prior']
+           'FUNNELS_IMAGE_RECIPE', 'FUNNELS_TABULAR_RECIPE', 'ModelSpec', 'register_model', 'conditioning_of',
+           'create_model', 'continuous_part_exact', 'latent_shape', 'num_parameters', 'gaussian', 'realnvp',
+           'flowify_mlp', 'flowify_mlp_coupling', 'flowify_conv1', 'flowify_conv1_coupling', 'flowify_conv2',
+           'flowify_conv2_coupling', 'paper_spline', 'paper_network', 'flowification_model', 'flowification_mlp',
+           'flowification_conv1', 'flowification_conv2', 'flowification_conv1_nsf', 'flowification_conv2_nsf', 'funnel',
+           'maxpool', 'slice_', 'funnels_conv', 'funnels_glow', 'nsf', 'funnels_nsf', 'funnels_mlp', 'multiscale',
+           'lcma', 'drf_prior']
 
 # %% ../nbs/12_models.ipynb #075b6cc5
 RECIPE_FIELDS = {'optimizer': str, 'lr': float, 'weight_decay': float, 'batch_size': int, 'epochs': int, 'grad_clip': float}
@@ -499,6 +500,56 @@ def funnels_conv(shape, bins, hidden: int = 64, steps: int = 7, levels: int | No
                 data='image', recipe=FUNNELS_IMAGE_RECIPE)
 def funnels_glow(shape, bins, context_features: int = 0, dequantization: str = 'uniform', **kwargs):
     return funnels_conv(shape, bins, context_features=context_features, funnels=False, dequantization=dequantization, **kwargs)
+
+# %% ../nbs/12_models.ipynb #f5669dcd
+FUNNELS_TABULAR_RECIPE = {'optimizer': 'adam', 'lr': 5e-4, 'weight_decay': 0.0, 'batch_size': 512, 'grad_clip': 5.0}
+"The Funnels paper's UCI recipe (funnels_repo `experiments/uci.py`): Adam at 5e-4, one cosine decay over 40,000 steps (epochs: per dataset), batch 512, clip 5"
+
+def _tabular_front(shape, bins, dequantization: str = 'uniform') -> tuple[list[Transform], int]:
+    "The front of a vector model: dequantize and logit discrete data, read an image as a vector of pixels"
+    layers = _front(shape, bins, dequantization)
+    if len(shape) == 3: layers.append(Flatten(tuple(shape)))
+    return layers, math.prod(shape)
+
+def _lu_step(features: int) -> list[Transform]:
+    "The UCI flows' linear step: a fixed random permutation, then an LU-parametrised linear map"
+    return [Permutation(features), Conv1x1(features)]
+
+def _spline_step(features: int, hidden: int, num_layers: int, context: int, swap: bool, bins: int, bound: float) -> Transform:
+    "A spline coupling, or an elementwise spline where there is only one feature to transform"
+    if features < 2: return RQSpline(features, bins=bins, bound=bound)
+    return SplineCoupling(features, hidden, num_layers, context_features=context, swap=swap, bins=bins, bound=bound)
+
+@register_model('nsf', "NSF's UCI flow as the Funnels paper runs it: 10 steps of permutation + LU + rational-quadratic spline coupling (8 bins on [-3, 3], 256 wide), a last LU; exact (images are read as pixel vectors)",
+                recipe=FUNNELS_TABULAR_RECIPE)
+def nsf(shape, bins, hidden: int = 256, num_layers: int = 2, steps: int = 10, spline_bins: int = 8, bound: float = 3.0,
+        funnel_step: int | None = None, dropped: int = 4, context_features: int = 0, dequantization: str = 'uniform', **_):
+    layers, d = _tabular_front(shape, bins, dequantization)
+    for i in range(steps):
+        layers += _lu_step(d)
+        if i == funnel_step and d > 1:   # F-NSF: this step's coupling drops the coordinates it is conditioned on
+            out = d - min(dropped, d - 1)
+            layers.append(CouplingFunnel(d, out, hidden, num_layers, context_features, transform='spline', bins=spline_bins, bound=bound))
+            d = out
+        else: layers.append(_spline_step(d, hidden, num_layers, context_features, i % 2 == 1, spline_bins, bound))
+    return Flow(StandardNormal(d), layers + _lu_step(d))
+
+@register_model('funnels-nsf', "Funnels paper's F-NSF: the nsf flow with its third coupling a spline coupling funnel that drops 4 coordinates, scored by a conditional Gaussian; exact",
+                recipe=FUNNELS_TABULAR_RECIPE)
+def funnels_nsf(shape, bins, funnel_step: int = 2, dropped: int = 4, context_features: int = 0, dequantization: str = 'uniform', **kwargs):
+    return nsf(shape, bins, funnel_step=funnel_step, dropped=dropped, context_features=context_features, dequantization=dequantization, **kwargs)
+
+@register_model('funnels-mlp', "Funnels paper's F-MLP: 7 linear layers (permutation + LU) with a per-feature spline between, the third a linear funnel dropping 2 coordinates; exact",
+                recipe=FUNNELS_TABULAR_RECIPE)
+def funnels_mlp(shape, bins, dropped: int = 2, spline_bins: int = 10, bound: float = 4.0, hidden: int = 128, num_layers: int = 3,
+                context_features: int = 0, dequantization: str = 'uniform', **_):
+    layers, d = _tabular_front(shape, bins, dequantization)
+    latent = d - min(dropped, d - 1)
+    for i, out in enumerate([d, d, latent, latent, latent, latent, latent]):   # the outputs of the paper's seven layers
+        if i: layers.append(RQSpline(d, bins=spline_bins, bound=bound))
+        layers += [LinearFunnel(d, out, hidden, num_layers, context_features)] if out < d else _lu_step(d)
+        d = out
+    return Flow(StandardNormal(d), layers)
 
 # %% ../nbs/12_models.ipynb #de834817
 def _multiscale_or_lcma(shape, bins, hidden: int, blocks: int, lcma: bool, context: int = 0, dequantization: str = 'uniform') -> Flow:
