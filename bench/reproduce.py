@@ -17,6 +17,10 @@ one), for a GPU.
 MNIST is read from `--data-dir` (IDX files; ../shared/data/mnist when it is there); without it the MNIST experiments
 say so and stop, and `--data digits` runs them on the bundled 8×8 digits instead.
 
+`funnels-tabular` is the Funnels paper's UCI comparison (NSF, F-NSF, F-MLP). The UCI files are not here, so at
+`--scale cpu` it runs on scikit-learn's bundled breast-cancer data (30 features, 569 rows); `--data power --data-dir
+DIR` (or gas, hepmass, miniboone, bsds300) reads MAF's files, and `--scale full` trains the paper's 40,000 steps.
+
 `survae-toy` is SurVAE's 2-D Abs experiment: its models are not registry models but small flows built below from
 flownb layers and trained with a short loop of their own (the same rules: validation selects, test is evaluated once),
 one model at a time; `--steps` and `--samples` set its budget (2,000 steps at `--scale cpu`, the paper's 10 epochs of
@@ -65,6 +69,15 @@ EXPERIMENTS = {
         'question': 'does an absolute-value surjection at the data end (AbsFlow) give a higher test likelihood than the same coupling flow without it, on 2-D densities with sign symmetries?',
         'claim': ('abs-flow', '<', 'baseline', 0.0), 'thesis': 'an Abs surjection that builds a known symmetry in is a better inductive bias than a flow that must learn it',
         'published': 'not found'},
+    'funnels-tabular': {
+        'paper': 'Funnels (Klein et al. 2021)', 'data': 'breast-cancer', 'tabular': True,
+        'models': ['funnels-nsf', 'nsf', 'funnels-mlp'],
+        'question': "does NSF with a funnel that drops 4 coordinates (F-NSF) match the same NSF without it, on tabular data?",
+        'claim': ('funnels-nsf', '<=', 'nsf', 0.05), 'thesis': 'funnels reduce the latent without costing likelihood',
+        # at --scale cpu the data here is small (scikit-learn's 569 breast-cancer rows): more epochs, the time budget still ends them
+        'cpu': {'epochs': 1000},
+        'full_steps': 40_000,   # funnels_repo experiments/uci.py: 40,000 steps of batch 512; the epochs follow from the data's size
+        'published': 'not found'},
 }
 CPU_BATCH = 128
 
@@ -78,13 +91,23 @@ def commit() -> str:
     except OSError: return 'unknown'
 
 
-def settings(experiment: dict, scale: str, time_budget: float, epochs: int) -> dict:
+def settings(experiment: dict, scale: str, time_budget: float, epochs: int | None) -> dict:
     "The training settings every model of the experiment shares at this scale (None: each model's own recipe)"
     from flownb.models import MODELS
     if scale == 'full': return dict(experiment.get('full', {}))   # each model's recipe, plus what the paper's runs set
     recipe = MODELS[experiment['models'][0]].recipe or {}
+    epochs = epochs or experiment.get('cpu', {}).get('epochs', 20)
     return {'optimizer': recipe.get('optimizer', 'adam'), 'lr': recipe.get('lr', 5e-4), 'weight_decay': recipe.get('weight_decay', 0.0),
             'grad_clip': recipe.get('grad_clip', 0.0), 'batch_size': CPU_BATCH, 'epochs': epochs, 'time_budget': time_budget}
+
+
+def full_epochs(experiment: dict, data: str, data_dir: str | None) -> int:
+    "A recipe in steps (funnels-tabular: 40,000): the epochs of the recipe's batch size that make them on this data"
+    from flownb.data import load_data
+    from flownb.models import MODELS
+    batch = MODELS[experiment['models'][0]].recipe.get('batch_size', CPU_BATCH)
+    per_epoch = max(1, len(load_data(data, data_dir).train) // batch)
+    return math.ceil(experiment['full_steps'] / per_epoch)
 
 
 def train_one(model: str, data: str, data_dir: str | None, shared: dict, device: str, seed: int, out: str, threads: int,
@@ -97,7 +120,7 @@ def train_one(model: str, data: str, data_dir: str | None, shared: dict, device:
     config = TrainConfig(model=registry_model, data=data, data_dir=data_dir, device=device, seed=seed, **shared, **extra)
     started = time.perf_counter()
     result = train(config, out=Path(out) / model, progress=False)
-    return {'model': model, **({'registry_model': registry_model, 'extra': extra} if arm else {}), 'test_bpd': result['test']['bits_per_dim'], 'kind': result['test']['kind'],
+    return {'model': model, **({'registry_model': registry_model, 'extra': extra} if arm else {}), 'test_bpd': result['test']['bits_per_dim'], 'test_log_likelihood': result['test'].get('log_prob'), 'kind': result['test']['kind'],
             'continuous_part_exact': result['continuous_part_exact'], 'valid_bpd': result['selected']['valid_bits_per_dim'],
             'selected_epoch': result['selected']['epoch'], 'epochs_done': result['epochs_done'], 'steps': result['steps'],
             'stopped': result['stopped_because'], 'parameters': result['parameters'], 'latent': result['latent'],
@@ -122,6 +145,7 @@ def verdict(rows: dict, experiment: dict) -> str:
 def figure(name: str, rows: dict, path: Path):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    if EXPERIMENTS[name].get('tabular'): return curves_figure(name, rows, path)
     fig, axs = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.9))
     for ax, (model, row) in zip(axs if len(rows) > 1 else [axs], rows.items()):
         samples = Path(row['run']) / 'samples.png'
@@ -130,6 +154,23 @@ def figure(name: str, rows: dict, path: Path):
         ax.axis('off')
         ax.set_title(f"{model}: {row['test_bpd']:.3f} bits/dim\n({row['kind']}, latent {row['latent']})", fontsize=8)
     fig.suptitle(f'{name}: samples of the selected models', fontsize=9)
+    plt.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
+def curves_figure(name: str, rows: dict, path: Path):
+    "Tabular data has no sample grid to look at: each model's validation bits/dim by step, the selected epoch marked"
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for model, row in rows.items():
+        metrics = Path(row['run']) / 'metrics.json'
+        if not metrics.exists(): continue
+        h = json.loads(metrics.read_text())['history']
+        line, = ax.plot(h['epoch_step'], h['valid_bpd'], label=f"{model} (latent {row['latent']}): test {row['test_bpd']:.3f}", lw=1.2)
+        best = row['selected_epoch'] - 1
+        if 0 <= best < len(h['valid_bpd']): ax.plot(h['epoch_step'][best], h['valid_bpd'][best], 'o', color=line.get_color())
+    ax.set_yscale('symlog', linthresh=1.0)   # small data overfits: late epochs can be 100 times worse than the selected one
+    ax.set_xlabel('optimizer steps'); ax.set_ylabel('validation bits/dim (continuous; symlog)')
+    ax.set_title(f'{name}: validation curves, the selected epoch marked', fontsize=9); ax.legend(fontsize=7)
     plt.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 
@@ -142,6 +183,7 @@ def run(name: str, args) -> dict:
         if SHARED_MNIST.exists(): data_dir = str(SHARED_MNIST)
         else: raise SystemExit(f"{name}: MNIST needs --data-dir (IDX files); or run it on the bundled digits with --data digits")
     shared = settings(experiment, args.scale, args.time_budget, args.epochs)
+    if args.scale == 'full' and experiment.get('full_steps'): shared['epochs'] = full_epochs(experiment, data, data_dir)
     runs = Path(args.runs) / name
     print(f"{name}: {', '.join(experiment['models'])} on {data} at scale {args.scale} ({shared or 'each model its recipe'})", flush=True)
     arms = experiment.get('arms', {})
@@ -188,12 +230,17 @@ def budget_text(r: dict) -> str:
 
 def markdown(r: dict) -> str:
     if r.get('unit') == 'nats': return toy_markdown(r)
+    tabular = EXPERIMENTS.get(r['experiment'], {}).get('tabular')
+    ll = ' test log-likelihood (nats/sample) |' if tabular else ''
     lines = [f"### {r['experiment']} ({r['paper']})", '', r['question'], '',
-             '| model | test bits/dim | kind | latent | parameters | steps | selected epoch (validation) | stopped |', '|---|---|---|---|---|---|---|---|']
+             f'| model | test bits/dim |{ll} kind | latent | parameters | steps | selected epoch (validation) | stopped |', '|---|---|---|---|---|---|---|---|' + '---|' * bool(tabular)]
     for m, row in r['rows'].items():
         kind = row['kind'] + ('' if row['continuous_part_exact'] else ', continuous part a bound')
-        lines.append(f"| {m} | {row['test_bpd']:.3f} | {kind} | {row['latent']} | {row['parameters']:,} | {row['steps']} | "
+        lls = f" {row['test_log_likelihood']:.2f} |" if tabular else ''
+        lines.append(f"| {m} | {row['test_bpd']:.3f} |{lls} {kind} | {row['latent']} | {row['parameters']:,} | {row['steps']} | "
                      f"{row['selected_epoch']} ({row['valid_bpd']:.3f}) | {row['stopped']} |")
+    if tabular: lines += ['', "Bits/dim here are of a continuous density (a negative log-likelihood per coordinate, lower is better); "
+                          "the log-likelihood per sample, in nats, is the papers' unit for tabular data (higher is better)."]
     lines += [f"\n{m}: {row['run_note']}." for m, row in r['rows'].items() if row.get('run_note')]
     lines += [f"\n{m}: {row['registry_model']} with {', '.join(f'{k}={v!r}' for k, v in row['extra'].items())}." for m, row in r['rows'].items() if row.get('extra')]
     lines += ['', f"Budget: {budget_text(r)}; {r['data']}; {r['date']}, commit {r['flownb_commit']}, {r['machine']}. "
@@ -208,6 +255,8 @@ def table(out: Path = OUT) -> str:
         r = json.loads(path.read_text())
         if r.get('unit') == 'nats':
             numbers = '; '.join(f"{d}: " + ', '.join(f"{m} {row['test_nats']:.3f}" for m, row in models.items()) for d, models in r['rows'].items()) + ' (test nats/sample)'
+        elif EXPERIMENTS.get(r['experiment'], {}).get('tabular'):
+            numbers = ', '.join(f"{m} {row['test_bpd']:.3f} ({row['test_log_likelihood']:.2f} nats)" for m, row in r['rows'].items()) + ' (continuous bits/dim; test log-likelihood per sample)'
         else: numbers = ', '.join(f"{m} {row['test_bpd']:.3f}" for m, row in r['rows'].items())
         lines.append(f"| [{r['experiment']}](bench/results/reproduce/{r['experiment']}.md) | {r['paper']} | {r['data']}, {budget_text(r)} | "
                      f"{numbers} | {r['verdict']} | {r['published']} |")
@@ -439,7 +488,7 @@ def main(argv=None):
     p.add_argument('--data', default=None, help="override the experiment's dataset (e.g. digits, when MNIST is not at hand)")
     p.add_argument('--data-dir', default=None, help='MNIST IDX files (default: ../shared/data/mnist when present)')
     p.add_argument('--time-budget', type=float, default=300.0, help='seconds of training per model at --scale cpu')
-    p.add_argument('--epochs', type=int, default=20, help='epochs of the cosine schedule at --scale cpu (the time budget usually ends it first)')
+    p.add_argument('--epochs', type=int, default=None, help="epochs of the cosine schedule at --scale cpu (default 20, funnels-tabular 1,000; the time budget usually ends it first)")
     p.add_argument('--device', default='cpu')
     p.add_argument('--threads', type=int, default=1, help='torch threads per model at --scale full on the CPU')
     p.add_argument('--jobs', type=int, default=2, help='models trained at once on the CPU (one thread each)')

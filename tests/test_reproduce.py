@@ -1,6 +1,6 @@
 """`bench/reproduce.py`: the experiment list, refusals, and one experiment end to end on the bundled digits at a budget
 of seconds (the numbers mean nothing; the files, the table and the verdict's wording are what is checked)."""
-import importlib.util, json, sys
+import importlib.util, json, math, sys
 from pathlib import Path
 import pytest
 
@@ -60,3 +60,28 @@ def test_survae_toy_end_to_end(tmp_path):
     assert (tmp_path / 'out' / 'survae-toy.png').stat().st_size > 0
     assert '| corners | abs-flow |' in (tmp_path / 'out' / 'survae-toy.md').read_text()
     assert 'test nats/sample' in reproduce.table(tmp_path / 'out')
+
+
+def test_funnels_tabular_end_to_end(tmp_path):
+    "The Funnels paper's UCI comparison on scikit-learn's breast-cancer data at 2 epochs: its three models, the log-likelihood column, the curves"
+    reproduce.main(['funnels-tabular', '--time-budget', '20', '--epochs', '2', '--jobs', '1',
+                    '--runs', str(tmp_path / 'runs'), '--out', str(tmp_path / 'out')])
+    record = json.loads((tmp_path / 'out' / 'funnels-tabular.json').read_text())
+    assert list(record['rows']) == ['funnels-nsf', 'nsf', 'funnels-mlp'] and record['data'] == 'breast-cancer'
+    assert record['settings']['epochs'] == 2 and record['settings']['grad_clip'] == 5.0   # the paper's clip, from the recipe
+    latents = {m: row['latent'] for m, row in record['rows'].items()}
+    assert latents == {'funnels-nsf': 26, 'nsf': 30, 'funnels-mlp': 28}
+    for m, row in record['rows'].items():
+        assert row['kind'] == 'exact' and row['continuous_part_exact'], m
+        # bits/dim of a continuous density and the log-likelihood per sample are the same number in two units
+        assert row['test_log_likelihood'] == pytest.approx(-row['test_bpd'] * 30 * math.log(2), rel=1e-6), m
+    assert '| funnels-nsf |' in (tmp_path / 'out' / 'funnels-tabular.md').read_text()
+    assert (tmp_path / 'out' / 'funnels-tabular.png').stat().st_size > 0
+    assert 'nats) (continuous bits/dim; test log-likelihood per sample)' in reproduce.table(tmp_path / 'out')
+
+
+def test_a_recipe_in_steps_sets_the_epochs_at_full_scale():
+    "--scale full: funnels-tabular's 40,000 steps of batch 512 become epochs of the data at hand"
+    e = reproduce.EXPERIMENTS['funnels-tabular']
+    assert reproduce.full_epochs(e, 'breast-cancer', None) == 40_000                     # 411 rows: one step per epoch
+    assert reproduce.full_epochs({**e, 'full_steps': 10}, 'digits', None) == 5           # digits: 1,348 rows, two steps of 512 per epoch
