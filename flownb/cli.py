@@ -66,13 +66,15 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
               if selected['valid_bits_per_dim'] is not None else selected['why'])
     print(f"selected: {chosen}; stopped: {result['stopped_because']}")
     if 'classification' in test: _print_classification(test['classification'], result['unit'])
-    print(f"wrote {Path(out) / 'best.pt'} (selected), checkpoint.pt (latest, for --resume), samples.png, curves.png and metrics.json")
+    samples = ' samples.png,' if (Path(out) / 'samples.png').exists() else ''   # vectors of more than 2 features have no picture
+    print(f"wrote {Path(out) / 'best.pt'} (selected), checkpoint.pt (latest, for --resume),{samples} curves.png and metrics.json")
 
 def _per_image(r: dict, unit: str = 'bits/dim') -> str:
-    "The median and worst image of an evaluation, and a warning when a few images pull the mean far above the median"
-    line = f"per image: median {r['median_bits_per_dim']:.4f}, worst {r['max_bits_per_dim']:.4g} {unit}"
+    "The median and worst image (sample, of continuous data) of an evaluation, and a warning when a few pull the mean far above the median"
+    item = 'image' if unit == 'bits/dim' else 'sample'
+    line = f"per {item}: median {r['median_bits_per_dim']:.4f}, worst {r['max_bits_per_dim']:.4g} {unit}"
     if r['bits_per_dim'] > r['median_bits_per_dim'] + 0.5:
-        line += (f"; the mean is {r['bits_per_dim'] - r['median_bits_per_dim']:.2f} above the median: a few images are scored very badly "
+        line += (f"; the mean is {r['bits_per_dim'] - r['median_bits_per_dim']:.2f} above the median: a few {item}s are scored very badly "
                  "(a heavy tail the validation split may not have contained)")
     return line
 
