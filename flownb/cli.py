@@ -19,7 +19,7 @@ from .train import (TrainConfig, train, evaluate, classify, model_from_checkpoin
 # %% auto #0
 __all__ = ['COMMANDS', 'USER_ERRORS', 'train_cmd', 'eval_cmd', 'sample_cmd', 'models_cmd', 'error_line', 'main', 'cli']
 
-# %% ../nbs/14_cli.ipynb #fc78a193
+# %% ../nbs/14_cli.ipynb #7d652cb7
 _RECIPE = "default: the model's recipe, else"
 
 def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
@@ -69,6 +69,7 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
     samples = ' samples.png,' if (Path(out) / 'samples.png').exists() else ''   # vectors of more than 2 features have no picture
     print(f"wrote {Path(out) / 'best.pt'} (selected), checkpoint.pt (latest, for --resume),{samples} curves.png and metrics.json")
 
+# %% ../nbs/14_cli.ipynb #ec602959
 def _per_image(r: dict, unit: str = 'bits/dim') -> str:
     "The median and worst image (sample, of continuous data) of an evaluation, and a warning when a few pull the mean far above the median"
     item = 'image' if unit == 'bits/dim' else 'sample'
@@ -82,6 +83,7 @@ def _print_classification(c: dict, unit: str = 'bits/dim', split: str = 'test'):
     print(f"classification by Bayes' rule p(y|x) ∝ p(x|y) p(y): {c['accuracy']:.1%} of {c['n']:,} {split} samples correct; "
           f"{unit} of the mixture p(x): {c['bits_per_dim_marginal']:.4f} ({c['kind']})")
 
+# %% ../nbs/14_cli.ipynb #66d54505
 def _checkpoint_of(run: str, checkpoint: str, imports: str | None, device: str):
     "Import the user's modules, pick the checkpoint and rebuild its model: `(path, flow, state, device)`"
     import_modules(imports)
@@ -96,6 +98,7 @@ def _which(path: Path, state: dict) -> str:
         if isinstance(best, dict) and best.get('step') == state.get('step') and path.name == 'best.pt' else ''
     return f"{path.name}, epoch {state['epoch']}{picked}"
 
+# %% ../nbs/14_cli.ipynb #35241d61
 def eval_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, nargs='?') = 'runs/latest',
              checkpoint: Param("in a run folder: 'best' (best.pt: lowest validation bits/dim), 'latest' (checkpoint.pt) or a file", str) = 'best',
              split: Param("'test' or 'valid'", str) = 'test',
@@ -145,6 +148,7 @@ def _anomaly_detection(flow, data, x, split, ood, ood_dir, ood_out, path, cfg, b
           f"in: {cfg['data']} {split}, {len(x):,} samples, median {r['bits_in'].median():.3f} bits/dim; "
           f"out: {what}, {len(x_out):,} samples, median {r['bits_out'].median():.3f}; histogram: {out}")
 
+# %% ../nbs/14_cli.ipynb #f6aebb74
 def sample_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, nargs='?') = 'runs/latest',
                checkpoint: Param("in a run folder: 'best' (best.pt), 'latest' (checkpoint.pt) or a file", str) = 'best',
                n: Param("number of samples (of a class-conditional model: of --class)", int) = 64,
@@ -174,6 +178,7 @@ def sample_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, n
             f"{len(samples)} samples") + (f" at temperature {temperature:g}" if temperature != 1 else '') + (" with the noise at its mean" if mean else '')
     print(f"wrote {what} from {_which(path, state)} to {out}")
 
+# %% ../nbs/14_cli.ipynb #9fe579f7
 def models_cmd(data: Param("dataset whose shape the models are built for", str) = 'digits',
                data_dir: Param("folder with the dataset's files", str) = None):
     "List the registered models with their parameter counts, latent sizes, whether their likelihood is exact, and their recipes"
