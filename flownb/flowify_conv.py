@@ -11,6 +11,7 @@ from torch import nn, Tensor
 import torch.distributions as D
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
+from fastcore.basics import patch
 
 from .core import Surjection, check_sizes, renamed_arguments
 from .distributions import ConditionalNormal
@@ -19,7 +20,7 @@ from .flowify_linear import SVDFactors
 # %% auto #0
 __all__ = ['FlowConv2d', 'FlowPad2d']
 
-# %% ../nbs/05_flowify_conv.ipynb #d743ea5a
+# %% ../nbs/05_flowify_conv.ipynb #22b90c83
 class FlowConv2d(Surjection):
     """Flowified `nn.Conv2d`: padding with noise, patches (copies of overlapping pixels get noise orthogonal to their mean),
     and a flowified linear kernel shared over positions.
@@ -81,122 +82,138 @@ class FlowConv2d(Surjection):
         if self.exact: return 'inverse'
         return 'both' if self.out_channels < self.patch_features or self.gaps else 'forward'
 
-    @classmethod
-    def from_conv2d(cls, conv: nn.Conv2d, **kwargs) -> 'FlowConv2d':
-        "A flowified copy of `conv` whose deterministic part computes `conv(x)`"
-        if not isinstance(conv, nn.Conv2d): raise TypeError(f"FlowConv2d.from_conv2d: expected nn.Conv2d, got {type(conv).__name__}")
-        problems = [f"{name}={value}" for name, value, ok in [
-            ('dilation', conv.dilation, conv.dilation == (1, 1)), ('groups', conv.groups, conv.groups == 1),
-            ('padding_mode', conv.padding_mode, conv.padding_mode == 'zeros'), ('padding', conv.padding, not isinstance(conv.padding, str))] if not ok]
-        if problems: raise TypeError(f"FlowConv2d.from_conv2d: cannot flowify a Conv2d with {', '.join(problems)}; "
-                                     "supported: dilation 1, groups 1, numeric zero padding")
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None, **kwargs)
-        layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
-        layer.svd.load_linear(conv.weight.reshape(conv.out_channels, -1), conv.bias)
-        return layer
+# %% ../nbs/05_flowify_conv.ipynb #78183e3b
+@patch
+def _describe(self: FlowConv2d) -> str: return f'{self.in_channels}→{self.out_channels}, k={self.kernel_size}, s={self.stride}, p={self.padding}'
 
-    @property
-    def weight(self) -> Tensor:
-        "The effective convolution weight (out_channels, in_channels, kh, kw) of the deterministic part"
-        return self.svd.weight.reshape(self.out_channels, self.in_channels, *self.kernel_size)
+@patch
+def _name(self: FlowConv2d): return f'FlowConv2d({self._describe()})'
 
-    def _describe(self) -> str: return f'{self.in_channels}→{self.out_channels}, k={self.kernel_size}, s={self.stride}, p={self.padding}'
+@patch
+def extra_repr(self: FlowConv2d): return f'{self._describe()}, exact={self.exact}'
 
-    def _name(self): return f'FlowConv2d({self._describe()})'
+@patch
+def _input_patterns(self: FlowConv2d, inverse: bool) -> list | None:
+    return [(self.out_channels, 'height', 'width')] if inverse else [(self.in_channels, 'height', 'width')]
 
-    def _geometry(self, h: int, w: int):
-        "Output size and covered size of a padded (h, w) image"
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        if h < kh or w < kw:
-            raise ValueError(f"{self._name()}: the padded input {h}×{w} is smaller than the kernel {kh}×{kw}")
-        oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-        return (oh, ow), ((oh - 1) * sh + kh, (ow - 1) * sw + kw)
+@patch
+def _geometry(self: FlowConv2d, h: int, w: int):
+    "Output size and covered size of a padded (h, w) image"
+    (kh, kw), (sh, sw) = self.kernel_size, self.stride
+    if h < kh or w < kw:
+        raise ValueError(f"{self._name()}: the padded input {h}×{w} is smaller than the kernel {kh}×{kw}")
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    return (oh, ow), ((oh - 1) * sh + kh, (ow - 1) * sw + kw)
 
-    def _copies(self, size, like: Tensor) -> Tensor:
-        "How many patches read each pixel of a (padded) image of `size`: (1, 1, h, w), 0 where no patch reads it"
-        ones = like.new_ones(1, 1, *size)
-        return F.fold(F.unfold(ones, self.kernel_size, stride=self.stride), size, self.kernel_size, stride=self.stride)
+@patch
+def _copies(self: FlowConv2d, size, like: Tensor) -> Tensor:
+    "How many patches read each pixel of a (padded) image of `size`: (1, 1, h, w), 0 where no patch reads it"
+    ones = like.new_ones(1, 1, *size)
+    return F.fold(F.unfold(ones, self.kernel_size, stride=self.stride), size, self.kernel_size, stride=self.stride)
 
-    def _channel(self, v: Tensor, x: Tensor) -> Tensor: return v.reshape(1, -1, *([1] * (x.dim() - 2)))
+@patch
+def _channel(self: FlowConv2d, v: Tensor, x: Tensor) -> Tensor: return v.reshape(1, -1, *([1] * (x.dim() - 2)))
 
-    def _unread_density(self, x: Tensor) -> D.Normal:
-        "The learned Gaussian of the pixels no patch reads, per channel"
-        return D.Normal(self._channel(self.crop_loc, x), self._channel(self.crop_log_scale.exp(), x))
+@patch
+def _unread_density(self: FlowConv2d, x: Tensor) -> D.Normal:
+    "The learned Gaussian of the pixels no patch reads, per channel"
+    return D.Normal(self._channel(self.crop_loc, x), self._channel(self.crop_log_scale.exp(), x))
 
-    def _input_patterns(self, inverse: bool) -> list | None:
-        return [(self.out_channels, 'height', 'width')] if inverse else [(self.in_channels, 'height', 'width')]
+# %% ../nbs/05_flowify_conv.ipynb #17f8546e
+@patch
+def forward(self: FlowConv2d, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    "Data → latent: pad with noise, drop the unread pixels, spread noise over copies of overlapping pixels, map every patch by the flowified kernel; `(z, ldj)`"
+    batch, ldj = x.shape[0], x.new_zeros(x.shape[0])
+    (ph, pw) = self.padding
+    if ph or pw:  # generative: new border pixels are noise
+        padded = F.pad(x, (pw, pw, ph, ph))
+        border = torch.ones_like(padded[:1, :1]); border[..., ph:ph + x.shape[2], pw:pw + x.shape[3]] = 0
+        scale = self._channel(self.pad_log_scale.exp(), x)
+        eps = torch.zeros_like(padded) if self.noise_mean else torch.randn_like(padded)
+        u = eps * scale * border
+        log_q = (D.Normal(0., 1.).log_prob(eps) - self._channel(self.pad_log_scale, x)) * border
+        x, ldj = padded + u, ldj - log_q.flatten(1).sum(1)
+    size = tuple(x.shape[2:])
+    (oh, ow), covered = self._geometry(*size)
+    unread = self.gaps or covered != size
+    copies = self._copies(size, x) if unread or self.overlapping else None   # patches reading each pixel, 0 = unread
+    if unread:  # inference: pixels no patch reads (gaps, last rows/columns) are dropped, with a learned density
+        log_p = torch.where(copies == 0, self._unread_density(x).log_prob(x), 0.)
+        ldj = ldj + log_p.flatten(1).sum(1)
+    patches = F.unfold(x, self.kernel_size, stride=self.stride)  # (batch, C·kh·kw, L); never reads unread pixels
+    if self.overlapping:  # generative: copies of a pixel get noise orthogonal to "all copies equal"
+        read = copies.clamp(min=1)                                                  # unread pixels have no copies
+        sigma = self.copy_log_scale.exp().repeat_interleave(self.kernel_size[0] * self.kernel_size[1])[None, :, None]
+        eps = torch.zeros_like(patches) if self.noise_mean else torch.randn_like(patches) * sigma
+        mean = F.fold(eps, size, self.kernel_size, stride=self.stride) / read
+        u = eps - F.unfold(mean, self.kernel_size, stride=self.stride)
+        free = (copies - 1).clamp(min=0) * x.new_ones(1, self.in_channels, 1, 1)     # noise dimensions per pixel
+        log_sigma = self._channel(self.copy_log_scale, x)
+        log_q = (-(free * (0.5 * math.log(2 * math.pi) + log_sigma)).flatten(1).sum(1)
+                 - (u.square() / sigma.square()).flatten(1).sum(1) / 2)
+        log_scale = 0.5 * (read.log() * x.new_ones(1, self.in_channels, 1, 1)).flatten(1).sum(1)
+        patches, ldj = patches + u, ldj + log_scale - log_q
+    y = self.svd.rotate_in(patches.transpose(1, 2))          # (batch, L, C·kh·kw)
+    d1, d2, n_pos = self.patch_features, self.out_channels, oh * ow
+    ldj = ldj + n_pos * self.svd.log_det()
+    if d1 > d2:
+        z = self.svd.scale_out(y[..., :d2]).transpose(1, 2).reshape(batch, d2, oh, ow)
+        c = y[..., d2:].transpose(1, 2).reshape(batch, d1 - d2, oh, ow)
+        return z, ldj + self.dropped.log_prob(c, z, context)
+    if d1 < d2:
+        q = D.Normal(torch.zeros_like(self.noise_log_scale), self.noise_log_scale.exp())
+        u = q.mean.expand(batch, n_pos, -1) if self.noise_mean else q.rsample((batch, n_pos))
+        y, ldj = torch.cat([y, u], -1), ldj - q.log_prob(u).flatten(1).sum(1)
+    return self.svd.scale_out(y).transpose(1, 2).reshape(batch, d2, oh, ow), ldj
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        batch, ldj = x.shape[0], x.new_zeros(x.shape[0])
-        (ph, pw) = self.padding
-        if ph or pw:  # generative: new border pixels are noise
-            padded = F.pad(x, (pw, pw, ph, ph))
-            border = torch.ones_like(padded[:1, :1]); border[..., ph:ph + x.shape[2], pw:pw + x.shape[3]] = 0
-            scale = self._channel(self.pad_log_scale.exp(), x)
-            eps = torch.zeros_like(padded) if self.noise_mean else torch.randn_like(padded)
-            u = eps * scale * border
-            log_q = (D.Normal(0., 1.).log_prob(eps) - self._channel(self.pad_log_scale, x)) * border
-            x, ldj = padded + u, ldj - log_q.flatten(1).sum(1)
-        size = tuple(x.shape[2:])
-        (oh, ow), covered = self._geometry(*size)
-        unread = self.gaps or covered != size
-        copies = self._copies(size, x) if unread or self.overlapping else None   # patches reading each pixel, 0 = unread
-        if unread:  # inference: pixels no patch reads (gaps, last rows/columns) are dropped, with a learned density
-            log_p = torch.where(copies == 0, self._unread_density(x).log_prob(x), 0.)
-            ldj = ldj + log_p.flatten(1).sum(1)
-        patches = F.unfold(x, self.kernel_size, stride=self.stride)  # (batch, C·kh·kw, L); never reads unread pixels
-        if self.overlapping:  # generative: copies of a pixel get noise orthogonal to "all copies equal"
-            read = copies.clamp(min=1)                                                  # unread pixels have no copies
-            sigma = self.copy_log_scale.exp().repeat_interleave(self.kernel_size[0] * self.kernel_size[1])[None, :, None]
-            eps = torch.zeros_like(patches) if self.noise_mean else torch.randn_like(patches) * sigma
-            mean = F.fold(eps, size, self.kernel_size, stride=self.stride) / read
-            u = eps - F.unfold(mean, self.kernel_size, stride=self.stride)
-            free = (copies - 1).clamp(min=0) * x.new_ones(1, self.in_channels, 1, 1)     # noise dimensions per pixel
-            log_sigma = self._channel(self.copy_log_scale, x)
-            log_q = (-(free * (0.5 * math.log(2 * math.pi) + log_sigma)).flatten(1).sum(1)
-                     - (u.square() / sigma.square()).flatten(1).sum(1) / 2)
-            log_scale = 0.5 * (read.log() * x.new_ones(1, self.in_channels, 1, 1)).flatten(1).sum(1)
-            patches, ldj = patches + u, ldj + log_scale - log_q
-        y = self.svd.rotate_in(patches.transpose(1, 2))          # (batch, L, C·kh·kw)
-        d1, d2, n_pos = self.patch_features, self.out_channels, oh * ow
-        ldj = ldj + n_pos * self.svd.log_det()
-        if d1 > d2:
-            z = self.svd.scale_out(y[..., :d2]).transpose(1, 2).reshape(batch, d2, oh, ow)
-            c = y[..., d2:].transpose(1, 2).reshape(batch, d1 - d2, oh, ow)
-            return z, ldj + self.dropped.log_prob(c, z, context)
-        if d1 < d2:
-            q = D.Normal(torch.zeros_like(self.noise_log_scale), self.noise_log_scale.exp())
-            u = q.mean.expand(batch, n_pos, -1) if self.noise_mean else q.rsample((batch, n_pos))
-            y, ldj = torch.cat([y, u], -1), ldj - q.log_prob(u).flatten(1).sum(1)
-        return self.svd.scale_out(y).transpose(1, 2).reshape(batch, d2, oh, ow), ldj
+# %% ../nbs/05_flowify_conv.ipynb #f6ab4bf4
+@patch
+def inverse(self: FlowConv2d, z: Tensor, context: Tensor | None = None) -> Tensor:
+    "Latent → data: draw the dropped kernel coordinates, map back every patch, average the copies of a pixel, draw the unread pixels"
+    d1, d2 = self.patch_features, self.out_channels
+    (oh, ow), (kh, kw), (sh, sw), (ph, pw) = z.shape[2:], self.kernel_size, self.stride, self.padding
+    y = self.svd.unscale_out(z.flatten(2).transpose(1, 2))    # (batch, L, d2)
+    if d1 > d2:
+        c = self.dropped.draw(z, context, mean=self.noise_mean)
+        y = torch.cat([y, c.flatten(2).transpose(1, 2)], -1)
+    elif d1 < d2: y = y[..., :d1]
+    patches = self.svd.rotate_back(y).transpose(1, 2)
+    size = covered = ((oh - 1) * sh + kh, (ow - 1) * sw + kw)
+    if self.input_size is not None:  # the last rows/columns no patch read are restored too
+        size = (self.input_size[0] + 2 * ph, self.input_size[1] + 2 * pw)
+        if size[0] < covered[0] or size[1] < covered[1] or self._geometry(*size)[0] != (oh, ow):
+            raise ValueError(f"{self._name()}.inverse: input_size {self.input_size} does not give outputs of size "
+                             f"{oh}×{ow}; expected the (H, W) of the images the forward pass saw")
+    x = F.fold(patches, size, self.kernel_size, stride=self.stride)
+    unread = self.gaps or size != covered
+    if unread or self.overlapping:
+        copies = self._copies(size, z)
+        if self.overlapping: x = x / copies.clamp(min=1)        # the mean of a pixel's copies
+        if unread:  # pixels no patch read: sampled from their density (its mean under noise_mean)
+            density = self._unread_density(x)
+            fill = density.mean if self.noise_mean else density.mean + density.stddev * self.temperature * torch.randn_like(x)
+            x = torch.where(copies == 0, fill, x)
+    return x[..., ph:x.shape[2] - ph, pw:x.shape[3] - pw]
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        d1, d2 = self.patch_features, self.out_channels
-        (oh, ow), (kh, kw), (sh, sw), (ph, pw) = z.shape[2:], self.kernel_size, self.stride, self.padding
-        y = self.svd.unscale_out(z.flatten(2).transpose(1, 2))    # (batch, L, d2)
-        if d1 > d2:
-            c = self.dropped.draw(z, context, mean=self.noise_mean)
-            y = torch.cat([y, c.flatten(2).transpose(1, 2)], -1)
-        elif d1 < d2: y = y[..., :d1]
-        patches = self.svd.rotate_back(y).transpose(1, 2)
-        size = covered = ((oh - 1) * sh + kh, (ow - 1) * sw + kw)
-        if self.input_size is not None:  # the last rows/columns no patch read are restored too
-            size = (self.input_size[0] + 2 * ph, self.input_size[1] + 2 * pw)
-            if size[0] < covered[0] or size[1] < covered[1] or self._geometry(*size)[0] != (oh, ow):
-                raise ValueError(f"{self._name()}.inverse: input_size {self.input_size} does not give outputs of size "
-                                 f"{oh}×{ow}; expected the (H, W) of the images the forward pass saw")
-        x = F.fold(patches, size, self.kernel_size, stride=self.stride)
-        unread = self.gaps or size != covered
-        if unread or self.overlapping:
-            copies = self._copies(size, z)
-            if self.overlapping: x = x / copies.clamp(min=1)        # the mean of a pixel's copies
-            if unread:  # pixels no patch read: sampled from their density (its mean under noise_mean)
-                density = self._unread_density(x)
-                fill = density.mean if self.noise_mean else density.mean + density.stddev * self.temperature * torch.randn_like(x)
-                x = torch.where(copies == 0, fill, x)
-        return x[..., ph:x.shape[2] - ph, pw:x.shape[3] - pw]
+# %% ../nbs/05_flowify_conv.ipynb #02b1c0ec
+@patch(cls_method=True)
+def from_conv2d(cls: FlowConv2d, conv: nn.Conv2d, **kwargs) -> 'FlowConv2d':
+    "A flowified copy of `conv` whose deterministic part computes `conv(x)`"
+    if not isinstance(conv, nn.Conv2d): raise TypeError(f"FlowConv2d.from_conv2d: expected nn.Conv2d, got {type(conv).__name__}")
+    problems = [f"{name}={value}" for name, value, ok in [
+        ('dilation', conv.dilation, conv.dilation == (1, 1)), ('groups', conv.groups, conv.groups == 1),
+        ('padding_mode', conv.padding_mode, conv.padding_mode == 'zeros'), ('padding', conv.padding, not isinstance(conv.padding, str))] if not ok]
+    if problems: raise TypeError(f"FlowConv2d.from_conv2d: cannot flowify a Conv2d with {', '.join(problems)}; "
+                                 "supported: dilation 1, groups 1, numeric zero padding")
+    layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None, **kwargs)
+    layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
+    layer.svd.load_linear(conv.weight.reshape(conv.out_channels, -1), conv.bias)
+    return layer
 
-    def extra_repr(self): return f'{self._describe()}, exact={self.exact}'
+@patch(as_prop=True)
+def weight(self: FlowConv2d) -> Tensor:
+    "The effective convolution weight (out_channels, in_channels, kh, kw) of the deterministic part"
+    return self.svd.weight.reshape(self.out_channels, self.in_channels, *self.kernel_size)
 
 # %% ../nbs/05_flowify_conv.ipynb #25a05c3f
 class FlowPad2d(Surjection):
