@@ -31,7 +31,7 @@ __all__ = ['RECIPE_FIELDS', 'MODELS', 'DEQUANTIZATIONS', 'FLOWIFICATION_RECIPE',
            'maxpool', 'slice_', 'funnels_conv', 'funnels_glow', 'nsf', 'funnels_nsf', 'funnels_mlp', 'multiscale',
            'lcma', 'drf_prior']
 
-# %% ../nbs/12_models.ipynb #075b6cc5
+# %% ../nbs/12_models.ipynb #997f0209
 RECIPE_FIELDS = {'optimizer': str, 'lr': float, 'weight_decay': float, 'batch_size': int, 'epochs': int, 'grad_clip': float}
 
 @dataclass
@@ -83,6 +83,7 @@ def register_model(name: str, description: str, data: str = 'any', recipe: dict 
         return build
     return deco
 
+# %% ../nbs/12_models.ipynb #0179e03d
 def _conditioner_layers(module: nn.Module):
     "The layers of `module` (Compose flattened) that own a learned conditioner network (an `mlp` or `conv_net`: Linear/Conv2d layers in an nn.Sequential)"
     for t in (module if isinstance(module, Compose) else [module]):
@@ -116,6 +117,7 @@ def _condition(name: str, spec: ModelSpec, flow: Flow, context_features: int) ->
     flow.conditioning = conditioning_of(flow)['summary']
     return flow
 
+# %% ../nbs/12_models.ipynb #9612bbc6
 DEQUANTIZATIONS = ('uniform', 'variational', 'flow')   # uniform noise, a logit-normal q(u|x), a conditional flow q(u|x)
 
 def create_model(name: str, shape: Sequence[int], bins: int | None = None, dequantization: str = 'uniform',
@@ -145,6 +147,7 @@ def create_model(name: str, shape: Sequence[int], bins: int | None = None, dequa
     flow.model_name = name
     return flow
 
+# %% ../nbs/12_models.ipynb #edb28af6
 def continuous_part_exact(flow: Flow) -> bool:
     "Whether every layer but the dequantization is exact (dequantization itself is always a bound on discrete data)"
     return all(t.exact for t in flow.transform if not isinstance(t, UniformDequantization)) and getattr(flow.base, 'exact', True)
