@@ -486,7 +486,7 @@ def main(argv=None):
     p.add_argument('--refresh', action='store_true', help="recompute the verdicts and rewrite the .md files from the .json results (after the claims' wording changed), and stop")
     p.add_argument('--scale', choices=['cpu', 'full'], default='cpu')
     p.add_argument('--data', default=None, help="override the experiment's dataset (e.g. digits, when MNIST is not at hand)")
-    p.add_argument('--data-dir', default=None, help='MNIST IDX files (default: ../shared/data/mnist when present)')
+    p.add_argument('--data-dir', default=None, help="the dataset's files: MNIST's IDX files (default: ../shared/data/mnist when present), or the folder with MAF's tabular files")
     p.add_argument('--time-budget', type=float, default=300.0, help='seconds of training per model at --scale cpu')
     p.add_argument('--epochs', type=int, default=None, help="epochs of the cosine schedule at --scale cpu (default 20, funnels-tabular 1,000; the time budget usually ends it first)")
     p.add_argument('--device', default='cpu')
