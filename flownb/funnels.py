@@ -9,7 +9,7 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 import torch.distributions as D
-from fastcore.basics import store_attr
+from fastcore.basics import store_attr, patch
 
 from .core import Surjection, check_sizes, check_positive, sum_per_sample, renamed_arguments
 from .nn import mlp, conv_net, soft_clamp, context_input
@@ -90,7 +90,7 @@ class CouplingFunnel(Surjection):
 # %% ../nbs/09_funnels.ipynb #b13e4d0a
 MLPFunnel = CouplingFunnel   # its first name, kept (the design card lists it); the new one says what it is: a coupling funnel: a bijection of the kept part conditioned on the dropped part
 
-# %% ../nbs/09_funnels.ipynb #527c393d
+# %% ../nbs/09_funnels.ipynb #c5a8426a
 class CroppingConvFunnel(Surjection):
     """Funnel on images: an unpadded convolution restricted to be invertible in the kept pixels, whose dropped border
     pixels (and channels past `out_channels`) get a learned conditional Gaussian given the output.
@@ -137,70 +137,82 @@ class CroppingConvFunnel(Surjection):
         self.bias = nn.Parameter(torch.zeros(c))
         self.net = conv_net(c + context_features, 2 * in_channels, hidden_features, num_layers)
 
-    def _name(self): return f'CroppingConvFunnel({self.in_channels}→{self.out_channels}, k={self.kernel_size})'
-
-    def diagonal_block(self) -> Tensor:
-        "$D$: the bottom-right tap restricted to the kept channels, lower-triangular with a positive diagonal"
-        return torch.tril(self.lower, -1) + torch.diag(self.log_diag.exp())
-
-    def kernel(self) -> Tensor:
-        "The effective convolution kernel, shape `(out_channels, in_channels, k, k)`"
-        k, extra = self.kernel_size, self.in_channels - self.out_channels
-        return self.weight * self.free_taps + F.pad(self.diagonal_block()[:, :, None, None], (k - 1, 0, k - 1, 0, 0, extra))
-
-    def _dropped_mask(self, like: Tensor) -> Tensor:
-        "1 at dropped pixels of an input-shaped tensor, 0 at kept ones (shape `(in_channels, H, W)`)"
-        k = self.kernel_size
-        mask = torch.ones(like.shape[1:], dtype=like.dtype, device=like.device)
-        mask[:self.out_channels, k - 1:, k - 1:] = 0
-        return mask
-
-    def _dropped_params(self, z: Tensor, context) -> tuple[Tensor, Tensor]:
-        "Mean and log-scale of every input pixel given the output (used at the dropped ones)"
-        k = self.kernel_size
-        canvas = F.pad(z, (k - 1, 0, k - 1, 0))
-        loc, raw_scale = self.net(context_input(self._name(), canvas, context, self.context_features)).chunk(2, 1)
-        return loc, soft_clamp(raw_scale, self.max_log_scale)
-
-    def _input_patterns(self, inverse: bool) -> list | None:
-        return [(self.out_channels, 'height', 'width')] if inverse else [(self.in_channels, 'height', 'width')]
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        k = self.kernel_size
-        if x.shape[2] < k or x.shape[3] < k:
-            raise ValueError(f"{self._name()}: images must be at least {k}×{k}, got {tuple(x.shape[2:])}")
-        z = F.conv2d(x, self.kernel(), self.bias)
-        log_det = self.log_diag.sum() * z.shape[2] * z.shape[3]
-        loc, log_scale = self._dropped_params(z, context)
-        log_p = D.Normal(loc, log_scale.exp()).log_prob(x) * self._dropped_mask(x)
-        return z, log_det + sum_per_sample(log_p)
-
-    def _solve(self, z: Tensor, x_dropped: Tensor) -> Tensor:
-        "The input whose dropped pixels are those of `x_dropped` (input-shaped) and whose output is `z`"
-        k, c = self.kernel_size, self.out_channels
-        x = x_dropped * self._dropped_mask(x_dropped)
-        kept = torch.zeros_like(z)
-        pad = (k - 1, 0, k - 1, 0, 0, self.in_channels - c)
-        h, w = z.shape[2:]
-        wave = torch.arange(h, device=z.device)[:, None] + torch.arange(w, device=z.device)[None]
-        kernel, d = self.kernel(), self.diagonal_block()
-        for t in range(h + w - 1):
-            residual = z - F.conv2d(x + F.pad(kept, pad), kernel, self.bias)
-            solved = torch.linalg.solve_triangular(d, residual.flatten(2), upper=False).view_as(z)
-            kept = torch.where(wave == t, solved, kept)
-        return x + F.pad(kept, pad)
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        loc, log_scale = self._dropped_params(z, context)
-        x_dropped = loc if self.noise_mean else loc + log_scale.exp() * self.temperature * torch.randn_like(loc)
-        return self._solve(z, x_dropped)
-
-    def extra_repr(self): return f'{self.in_channels}→{self.out_channels}, kernel_size={self.kernel_size}'
-
 # %% ../nbs/09_funnels.ipynb #71705b93
 ConvFunnel = CroppingConvFunnel   # its first name, kept (the design card lists it); the new one says what it is: an unpadded convolution that crops the border it drops
 
-# %% ../nbs/09_funnels.ipynb #b35fa046
+# %% ../nbs/09_funnels.ipynb #46e44f52
+@patch
+def _name(self: CroppingConvFunnel): return f'CroppingConvFunnel({self.in_channels}→{self.out_channels}, k={self.kernel_size})'
+
+@patch
+def diagonal_block(self: CroppingConvFunnel) -> Tensor:
+    "$D$: the bottom-right tap restricted to the kept channels, lower-triangular with a positive diagonal"
+    return torch.tril(self.lower, -1) + torch.diag(self.log_diag.exp())
+
+@patch
+def kernel(self: CroppingConvFunnel) -> Tensor:
+    "The effective convolution kernel, shape `(out_channels, in_channels, k, k)`"
+    k, extra = self.kernel_size, self.in_channels - self.out_channels
+    return self.weight * self.free_taps + F.pad(self.diagonal_block()[:, :, None, None], (k - 1, 0, k - 1, 0, 0, extra))
+
+@patch
+def _dropped_mask(self: CroppingConvFunnel, like: Tensor) -> Tensor:
+    "1 at dropped pixels of an input-shaped tensor, 0 at kept ones (shape `(in_channels, H, W)`)"
+    k = self.kernel_size
+    mask = torch.ones(like.shape[1:], dtype=like.dtype, device=like.device)
+    mask[:self.out_channels, k - 1:, k - 1:] = 0
+    return mask
+
+@patch
+def _dropped_params(self: CroppingConvFunnel, z: Tensor, context) -> tuple[Tensor, Tensor]:
+    "Mean and log-scale of every input pixel given the output (used at the dropped ones)"
+    k = self.kernel_size
+    canvas = F.pad(z, (k - 1, 0, k - 1, 0))
+    loc, raw_scale = self.net(context_input(self._name(), canvas, context, self.context_features)).chunk(2, 1)
+    return loc, soft_clamp(raw_scale, self.max_log_scale)
+
+@patch
+def _input_patterns(self: CroppingConvFunnel, inverse: bool) -> list | None:
+    return [(self.out_channels, 'height', 'width')] if inverse else [(self.in_channels, 'height', 'width')]
+
+@patch
+def extra_repr(self: CroppingConvFunnel): return f'{self.in_channels}→{self.out_channels}, kernel_size={self.kernel_size}'
+
+# %% ../nbs/09_funnels.ipynb #ef7f598b
+@patch
+def forward(self: CroppingConvFunnel, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    k = self.kernel_size
+    if x.shape[2] < k or x.shape[3] < k:
+        raise ValueError(f"{self._name()}: images must be at least {k}×{k}, got {tuple(x.shape[2:])}")
+    z = F.conv2d(x, self.kernel(), self.bias)
+    log_det = self.log_diag.sum() * z.shape[2] * z.shape[3]
+    loc, log_scale = self._dropped_params(z, context)
+    log_p = D.Normal(loc, log_scale.exp()).log_prob(x) * self._dropped_mask(x)
+    return z, log_det + sum_per_sample(log_p)
+
+@patch
+def _solve(self: CroppingConvFunnel, z: Tensor, x_dropped: Tensor) -> Tensor:
+    "The input whose dropped pixels are those of `x_dropped` (input-shaped) and whose output is `z`"
+    k, c = self.kernel_size, self.out_channels
+    x = x_dropped * self._dropped_mask(x_dropped)
+    kept = torch.zeros_like(z)
+    pad = (k - 1, 0, k - 1, 0, 0, self.in_channels - c)
+    h, w = z.shape[2:]
+    wave = torch.arange(h, device=z.device)[:, None] + torch.arange(w, device=z.device)[None]
+    kernel, d = self.kernel(), self.diagonal_block()
+    for t in range(h + w - 1):
+        residual = z - F.conv2d(x + F.pad(kept, pad), kernel, self.bias)
+        solved = torch.linalg.solve_triangular(d, residual.flatten(2), upper=False).view_as(z)
+        kept = torch.where(wave == t, solved, kept)
+    return x + F.pad(kept, pad)
+
+@patch
+def inverse(self: CroppingConvFunnel, z: Tensor, context: Tensor | None = None) -> Tensor:
+    loc, log_scale = self._dropped_params(z, context)
+    x_dropped = loc if self.noise_mean else loc + log_scale.exp() * self.temperature * torch.randn_like(loc)
+    return self._solve(z, x_dropped)
+
+# %% ../nbs/09_funnels.ipynb #9ec59108
 class StridedConvFunnel(Surjection):
     """The Funnels paper's convolutional funnel: a convolution whose stride equals its kernel, invertible in each
     patch's bottom-right pixel, with the patch's other values scored by a conditional Gaussian given the outputs
@@ -254,61 +266,75 @@ class StridedConvFunnel(Surjection):
         nn.init.zeros_(layers[-1].weight); nn.init.zeros_(layers[-1].bias)
         self.net = nn.Sequential(*layers)
 
-    def _name(self): return f'StridedConvFunnel({self.channels}, k={self.kernel_size[0]}×{self.kernel_size[1]})'
+# %% ../nbs/09_funnels.ipynb #e354723b
+@patch
+def _name(self: StridedConvFunnel): return f'StridedConvFunnel({self.channels}, k={self.kernel_size[0]}×{self.kernel_size[1]})'
 
-    def tap_matrix(self) -> Tensor:
-        "$J$: the kernel's bottom-right tap, the `(C, C)` block that acts on each patch's kept pixel"
-        return self.weight[:, self.kept_index]
+@patch
+def tap_matrix(self: StridedConvFunnel) -> Tensor:
+    "$J$: the kernel's bottom-right tap, the `(C, C)` block that acts on each patch's kept pixel"
+    return self.weight[:, self.kept_index]
 
-    def kernel(self) -> Tensor:
-        "The convolution kernel, shape `(C, C, kh, kw)`; `F.conv2d(x, kernel, bias, stride=kernel_size)` is the forward map"
-        return self.weight.reshape(self.channels, self.channels, *self.kernel_size)
+@patch
+def kernel(self: StridedConvFunnel) -> Tensor:
+    "The convolution kernel, shape `(C, C, kh, kw)`; `F.conv2d(x, kernel, bias, stride=kernel_size)` is the forward map"
+    return self.weight.reshape(self.channels, self.channels, *self.kernel_size)
 
-    def _patches(self, x: Tensor) -> Tensor:
-        "`(batch, C, H, W)` → `(batch, C·kh·kw, H/kh, W/kw)`: each patch's values as channels, in the kernel's order"
-        (kh, kw), (b, c, h, w) = self.kernel_size, x.shape
-        return x.reshape(b, c, h // kh, kh, w // kw, kw).permute(0, 1, 3, 5, 2, 4).reshape(b, c * kh * kw, h // kh, w // kw)
+@patch
+def _patches(self: StridedConvFunnel, x: Tensor) -> Tensor:
+    "`(batch, C, H, W)` → `(batch, C·kh·kw, H/kh, W/kw)`: each patch's values as channels, in the kernel's order"
+    (kh, kw), (b, c, h, w) = self.kernel_size, x.shape
+    return x.reshape(b, c, h // kh, kh, w // kw, kw).permute(0, 1, 3, 5, 2, 4).reshape(b, c * kh * kw, h // kh, w // kw)
 
-    def _image(self, patches: Tensor) -> Tensor:
-        "The inverse of `_patches`"
-        (kh, kw), (b, _, h, w), c = self.kernel_size, patches.shape, self.channels
-        return patches.reshape(b, c, kh, kw, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c, h * kh, w * kw)
+@patch
+def _image(self: StridedConvFunnel, patches: Tensor) -> Tensor:
+    "The inverse of `_patches`"
+    (kh, kw), (b, _, h, w), c = self.kernel_size, patches.shape, self.channels
+    return patches.reshape(b, c, kh, kw, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c, h * kh, w * kw)
 
-    def _dropped_params(self, z: Tensor, context) -> tuple[Tensor, Tensor]:
-        "Mean and log-scale of each patch's dropped values given the outputs around it, `(batch, C(kh·kw-1), H/kh, W/kw)` each"
-        loc, raw_scale = self.net(context_input(self._name(), z, context, self.context_features)).chunk(2, 1)
-        return loc, soft_clamp(raw_scale, self.max_log_scale)
+@patch
+def _dropped_params(self: StridedConvFunnel, z: Tensor, context) -> tuple[Tensor, Tensor]:
+    "Mean and log-scale of each patch's dropped values given the outputs around it, `(batch, C(kh·kw-1), H/kh, W/kw)` each"
+    loc, raw_scale = self.net(context_input(self._name(), z, context, self.context_features)).chunk(2, 1)
+    return loc, soft_clamp(raw_scale, self.max_log_scale)
 
-    def _mix(self, matrix: Tensor, v: Tensor) -> Tensor: return torch.einsum('oi,bihw->bohw', matrix, v)
+@patch
+def _mix(self: StridedConvFunnel, matrix: Tensor, v: Tensor) -> Tensor: return torch.einsum('oi,bihw->bohw', matrix, v)
 
-    def _input_patterns(self, inverse: bool) -> list: return [(self.channels, 'height', 'width')]
+@patch
+def _input_patterns(self: StridedConvFunnel, inverse: bool) -> list: return [(self.channels, 'height', 'width')]
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        (kh, kw), (h, w) = self.kernel_size, x.shape[2:]
-        if h % kh or w % kw:
-            raise ValueError(f"{self._name()}: height and width must be multiples of the kernel {kh}×{kw} (the patches "
-                             f"tile the image), got {h}×{w}; pad or crop first")
-        patches = self._patches(x)
-        z = self._mix(self.weight, patches) + self.bias[:, None, None]
-        log_det = torch.linalg.slogdet(self.tap_matrix())[1] * z.shape[2] * z.shape[3]
-        loc, log_scale = self._dropped_params(z, context)
-        log_p = D.Normal(loc, log_scale.exp()).log_prob(patches[:, self.dropped_index])
-        return z, log_det + sum_per_sample(log_p)
+@patch
+def extra_repr(self: StridedConvFunnel): return f'{self.channels}, kernel_size={self.kernel_size}'
 
-    def _solve(self, z: Tensor, x_dropped: Tensor) -> Tensor:
-        "The image whose patches have dropped values `x_dropped` (`(batch, C(kh·kw-1), H/kh, W/kw)`) and whose output is `z`"
-        residual = z - self.bias[:, None, None] - self._mix(self.weight[:, self.dropped_index], x_dropped)
-        kept = torch.linalg.solve(self.tap_matrix(), residual.flatten(2)).view_as(z)
-        patches = z.new_empty(z.shape[0], self.weight.shape[1], *z.shape[2:])
-        patches[:, self.kept_index], patches[:, self.dropped_index] = kept, x_dropped
-        return self._image(patches)
+# %% ../nbs/09_funnels.ipynb #7587c641
+@patch
+def forward(self: StridedConvFunnel, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    (kh, kw), (h, w) = self.kernel_size, x.shape[2:]
+    if h % kh or w % kw:
+        raise ValueError(f"{self._name()}: height and width must be multiples of the kernel {kh}×{kw} (the patches "
+                         f"tile the image), got {h}×{w}; pad or crop first")
+    patches = self._patches(x)
+    z = self._mix(self.weight, patches) + self.bias[:, None, None]
+    log_det = torch.linalg.slogdet(self.tap_matrix())[1] * z.shape[2] * z.shape[3]
+    loc, log_scale = self._dropped_params(z, context)
+    log_p = D.Normal(loc, log_scale.exp()).log_prob(patches[:, self.dropped_index])
+    return z, log_det + sum_per_sample(log_p)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        loc, log_scale = self._dropped_params(z, context)
-        x_dropped = loc if self.noise_mean else loc + log_scale.exp() * self.temperature * torch.randn_like(loc)
-        return self._solve(z, x_dropped)
+@patch
+def _solve(self: StridedConvFunnel, z: Tensor, x_dropped: Tensor) -> Tensor:
+    "The image whose patches have dropped values `x_dropped` (`(batch, C(kh·kw-1), H/kh, W/kw)`) and whose output is `z`"
+    residual = z - self.bias[:, None, None] - self._mix(self.weight[:, self.dropped_index], x_dropped)
+    kept = torch.linalg.solve(self.tap_matrix(), residual.flatten(2)).view_as(z)
+    patches = z.new_empty(z.shape[0], self.weight.shape[1], *z.shape[2:])
+    patches[:, self.kept_index], patches[:, self.dropped_index] = kept, x_dropped
+    return self._image(patches)
 
-    def extra_repr(self): return f'{self.channels}, kernel_size={self.kernel_size}'
+@patch
+def inverse(self: StridedConvFunnel, z: Tensor, context: Tensor | None = None) -> Tensor:
+    loc, log_scale = self._dropped_params(z, context)
+    x_dropped = loc if self.noise_mean else loc + log_scale.exp() * self.temperature * torch.randn_like(loc)
+    return self._solve(z, x_dropped)
 
 # %% ../nbs/09_funnels.ipynb #aed4e693
 class LinearFunnel(Surjection):
