@@ -69,7 +69,7 @@ def load_digits_data(test_size: int = 300, seed: int = 0) -> DensityData:
     return DensityData('digits', x[train], x[test], 17, y[train], y[test], 10,
                        'scikit-learn digits: 17 levels (0..16), 1,497 train / 300 test images')
 
-# %% ../nbs/11_data.ipynb #6f571bfd
+# %% ../nbs/11_data.ipynb #eecbad8e
 class DataError(ValueError):
     "A dataset is missing, corrupt or not what was asked for; the message says where flownb looked and what to pass"
 
@@ -92,6 +92,7 @@ def _find_raw(folder: Path, stems: list[str]) -> dict[str, Path] | None:
         found[stem] = hit
     return found
 
+# %% ../nbs/11_data.ipynb #8e674d9d
 def _torchvision_root(name: str, data_dir: str | Path | None, download: bool) -> tuple[Path, list[Path]]:
     "A root folder torchvision's class can read `name` from (unpacking gzipped raw files into the cache if needed)"
     cls_name, folder, stems = _TORCHVISION[name]
