@@ -198,7 +198,6 @@ def test_default_run_beats_the_gaussian_baseline(tmp_path):
     for f in ('samples.png', 'curves.png', 'checkpoint.pt', 'best.pt'): assert (tmp_path / 'default' / f).exists()
 
 
-@pytest.mark.skipif(not (MNIST / 't10k-images-idx3-ubyte.gz').exists(), reason='MNIST not in ../shared/data/mnist')
 def test_lcma_accumulated_during_training_is_recorded_and_kept_on_resume(tmp_path):
     "--lcma train: the factor-out scores accumulate over the first --lcma-steps steps; the checkpoint records it"
     run = tmp_path / 'lcma'
@@ -209,6 +208,7 @@ def test_lcma_accumulated_during_training_is_recorded_and_kept_on_resume(tmp_pat
     assert r.returncode == 1 and "lcma='train'" in r.stderr and "lcma='init'" in r.stderr, r.stderr
 
 
+@pytest.mark.skipif(not (MNIST / 't10k-images-idx3-ubyte.gz').exists(), reason='MNIST not in ../shared/data/mnist')
 def test_mnist_one_epoch(tmp_path):
     run = tmp_path / 'mnist'
     flownb('train', '--data', 'mnist', '--data-dir', MNIST, '--epochs', '1', '--out', run, '--quiet', timeout=1200)
