@@ -16,6 +16,7 @@ from .bijections import (LeakyReLU, PReLU, RQSpline, ActNorm, AffineCoupling, Sp
                                Reshape, Flatten, Logit)
 from .flowify import FlowLinear, FlowConv2d, FlowPad2d, FlowBatchNorm, Tanh, Sigmoid, ELU
 from .surjections import Slice, Augment, Abs, Log, Sort, SortedToReal, StochasticPermutation, MaxPool2d, VAE
+from .point_sets import SortPoints, SortedPointsToReal, ShufflePoints, ReorderPoints, PointActNorm, PointCoupling, SetTransformer, point_set_flow
 from .dequantization import UniformDequantization, VariationalDequantization, FlowDequantization
 from .funnels import CouplingFunnel, LinearFunnel, CroppingConvFunnel, StridedConvFunnel, MLPFunnel, ConvFunnel
 from .drf import LowDimPrior, LCMASplit, fit_lcma
@@ -41,6 +42,7 @@ __all__ = ['train', 'flowify', 'Transform', 'Bijection', 'Surjection', 'Compose'
            'LeakyReLU', 'RQSpline', 'ActNorm', 'AffineCoupling', 'SplineCoupling', 'Conv1x1', 'Permutation', 'Squeeze', 'Reshape', 'Logit',
            'PReLU', 'Flatten', 'FlowLinear', 'FlowConv2d', 'FlowPad2d', 'FlowBatchNorm', 'Tanh', 'Sigmoid', 'ELU',
            'Slice', 'Augment', 'Abs', 'Log', 'Sort', 'SortedToReal', 'StochasticPermutation', 'MaxPool2d', 'VAE',
+           'SortPoints', 'SortedPointsToReal', 'ShufflePoints', 'ReorderPoints', 'PointActNorm', 'PointCoupling', 'SetTransformer', 'point_set_flow',
            'UniformDequantization', 'VariationalDequantization', 'CouplingFunnel', 'LinearFunnel', 'CroppingConvFunnel', 'StridedConvFunnel', 'LowDimPrior', 'LCMASplit', 'fit_lcma',
            'DensityData', 'load_data', 'split_validation', 'MODELS', 'register_model', 'create_model',
            'TrainConfig', 'evaluate', 'classify', 'load_checkpoint', 'model_from_checkpoint', 'draw_samples']

@@ -262,7 +262,7 @@ class ActNorm(Bijection):
 class _Coupling(Bijection):
     "What every coupling layer shares: the split along dim 1, the conditioner network and its input checks"
     def __init__(self, features: int, params_per_feature: int, hidden_features: int, num_layers: int,
-                 context_features: int, swap: bool, conv: bool):
+                 context_features: int, swap: bool, conv: bool, conditioner=None):
         super().__init__()
         name = type(self).__name__
         check_sizes(name, features=features, hidden_features=hidden_features)
@@ -271,8 +271,11 @@ class _Coupling(Bijection):
         store_attr('features,context_features,swap,conv')
         self.kept = features // 2 if not swap else features - features // 2
         self.changed = features - self.kept
-        build = conv_net if conv else mlp
-        self.net = build(self.kept + context_features, params_per_feature * self.changed, hidden_features, num_layers)
+        if conditioner is not None:   # a network of the caller's: (input channels, output channels) -> module
+            self.net = conditioner(self.kept + context_features, params_per_feature * self.changed)
+        else:
+            build = conv_net if conv else mlp
+            self.net = build(self.kept + context_features, params_per_feature * self.changed, hidden_features, num_layers)
 
     def _name(self): return f'{type(self).__name__}({self.features})'
 
@@ -307,6 +310,8 @@ class AffineCoupling(_Coupling):
         swap: transform the first half given the second instead of the second given the first.
         conv: image inputs with a convolutional conditioner.
         max_log_scale: soft bound on the log-scale per layer.
+        conditioner: build the conditioner yourself: a function of (input features, output features) returning a
+            module, e.g. `lambda i, o: dense_net(i, o)` (`flownb.nn`); `hidden_features` and `num_layers` are then unused.
 
     Example:
         >>> t = AffineCoupling(4, hidden_features=32)
@@ -314,9 +319,9 @@ class AffineCoupling(_Coupling):
         >>> x = t.inverse(z)
     """
     def __init__(self, features: int, hidden_features: int = 64, num_layers: int = 2, context_features: int = 0,
-                 swap: bool = False, conv: bool = False, max_log_scale: float = 3.0):
+                 swap: bool = False, conv: bool = False, max_log_scale: float = 3.0, conditioner=None):
         check_positive('AffineCoupling', max_log_scale=max_log_scale)
-        super().__init__(features, 2, hidden_features, num_layers, context_features, swap, conv)
+        super().__init__(features, 2, hidden_features, num_layers, context_features, swap, conv, conditioner)
         self.max_log_scale = max_log_scale
 
     def _params(self, a, context):

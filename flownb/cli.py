@@ -29,7 +29,7 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
               epochs: Param(f"epochs of the cosine schedule ({_RECIPE} 300)", int) = None,
               batch_size: Param(f"batch size, summed over processes under torchrun ({_RECIPE} 128)", int) = None,
               lr: Param(f"peak learning rate of the cosine schedule ({_RECIPE} 1e-3)", float) = None,
-              optimizer: Param(f"'adamw' or 'adam' ({_RECIPE} adamw)", str) = None,
+              optimizer: Param(f"'adamw', 'adam' or 'adamax' ({_RECIPE} adamw)", str) = None,
               weight_decay: Param(f"weight decay ({_RECIPE} 1e-5)", float) = None,
               grad_clip: Param(f"max gradient norm, 0 for none ({_RECIPE} 10)", float) = None,
               patience: Param("stop after this many epochs without a lower validation bits/dim (default: never)", int) = None,
@@ -186,7 +186,7 @@ def models_cmd(data: Param("dataset whose shape the models are built for", str) 
     print(f"models for {data} {shape}:")
     print(f"  {'name':22} {'parameters':>11} {'latent':>7}  {'likelihood':10} description")
     for name, spec in MODELS.items():
-        if spec.data == 'image' and len(shape) != 3: continue
+        if spec.data == 'image' and len(shape) != 3 or (spec.data == 'points') != (len(shape) == 2): continue   # models for other kinds of data
         try: flow = create_model(name, shape, bins)
         except ValueError as e:   # a model defined for other sizes only (e.g. a paper's MNIST/CIFAR-10 network)
             print(f"  {name:22} {'-':>11} {'-':>7}  {'-':10} {spec.description} [not for {shape}: {str(e).split(';')[0]}]"); continue

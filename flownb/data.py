@@ -14,9 +14,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 # %% auto #0
-__all__ = ['TOYS', 'TABULAR', 'DATASETS', 'DensityData', 'load_digits_data', 'DataError', 'cache_dir', 'load_torchvision_images',
-           'toy_data', 'load_tabular', 'load_sklearn_tabular', 'split_validation', 'load_data', 'dataset_shape',
-           'grid_scale', 'image_grid', 'save_image_grid']
+__all__ = ['TOYS', 'TABULAR', 'SPATIAL', 'DATASETS', 'SPATIAL_POINTS', 'DensityData', 'load_digits_data', 'DataError',
+           'cache_dir', 'load_torchvision_images', 'toy_data', 'load_tabular', 'write_synthetic_tabular',
+           'load_sklearn_tabular', 'split_validation', 'load_data', 'load_spatial', 'dataset_shape', 'grid_scale',
+           'image_grid', 'save_image_grid']
 
 # %% ../nbs/11_data.ipynb #dfeae89f
 @dataclass
@@ -418,6 +419,46 @@ def load_tabular(name: str, data_dir: str | Path | None = None) -> DensityData:
     return DensityData(name, as_tensor(train), as_tensor(test), None, valid=as_tensor(valid),
                        note=f"MAF preprocessing; {len(train):,} train / {len(valid):,} validation / {len(test):,} test rows")
 
+# %% ../nbs/11_data.ipynb #9b1f64a2
+def _mixture(rng, dims: int, components: int = 3):
+    "A sampler of one random Gaussian mixture in `dims` dimensions: structure for a model to find, none of the real data's"
+    means = rng.normal(scale=1.5, size=(components, dims))           # modest separation: no two columns correlate near 1
+    mixing = rng.normal(size=(components, dims, dims)) / np.sqrt(dims)
+    def draw(rows):
+        which = rng.integers(0, components, rows)
+        return means[which] + np.einsum('nij,nj->ni', mixing[which], rng.normal(size=(rows, dims)))
+    return draw
+
+def write_synthetic_tabular(root: str | Path, rows: int = 400, seed: int = 0) -> Path:
+    """Synthetic files in the formats of MAF's five tabular benchmarks, under `root` (`root/power/data.npy`,
+    `root/gas/ethylene_CO.pickle`, `root/hepmass/1000_{train,test}.csv`, `root/miniboone/data.npy`,
+    `root/BSDS300/BSDS300.hdf5`), each a random Gaussian mixture with the quirks MAF's preprocessing expects (gas: a
+    correlated sensor pair and the Meth, Eth, Time columns; hepmass: a label column, six discrete features and an extra
+    test column); `load_tabular(name, root)` reads them. Runs the tabular pipeline where the real files are not at hand;
+    its numbers say nothing about the real benchmarks. Needs pandas and h5py (`pip install pandas h5py`)."""
+    pd, h5py = _optional('pandas', 'write_synthetic_tabular'), _optional('h5py', 'write_synthetic_tabular')
+    root, rng = Path(root).expanduser(), np.random.default_rng(seed)
+    for folder in ('power', 'gas', 'hepmass', 'miniboone', 'BSDS300'): (root / folder).mkdir(parents=True, exist_ok=True)
+    np.save(root / 'power/data.npy', _mixture(rng, 8)(rows))
+    gas = pd.DataFrame(_mixture(rng, 9)(rows), columns=[f'S{i}' for i in range(9)])
+    gas['S7'] = gas['S8'] * 2 + 1e-3 * rng.normal(size=rows)          # a correlated pair: MAF's filter drops one
+    for col in ['Meth', 'Eth', 'Time']: gas[col] = rng.normal(size=rows)
+    gas.to_pickle(root / 'gas/ethylene_CO.pickle')
+    continuous = _mixture(rng, 21)
+    def hep(n, extra):
+        cols = {'# label': rng.integers(0, 2, n).astype(float)}
+        for j in range(6): cols[f'f{j}'] = rng.integers(0, 3, n).astype(float)   # discrete: MAF drops them
+        for j, column in enumerate(continuous(n).T): cols[f'f{j + 6}'] = column
+        if extra: cols['mass'] = np.full(n, 1000.0)
+        return pd.DataFrame(cols)
+    hep(rows, False).to_csv(root / 'hepmass/1000_train.csv', index=False)
+    hep(rows, True).to_csv(root / 'hepmass/1000_test.csv', index=False)
+    np.save(root / 'miniboone/data.npy', _mixture(rng, 43)(rows) * 5 + 3)
+    bsds = _mixture(rng, 63)
+    with h5py.File(root / 'BSDS300/BSDS300.hdf5', 'w') as f:
+        for k, n in [('train', rows), ('validation', rows // 4), ('test', rows // 2)]: f[k] = bsds(n)
+    return root
+
 # %% ../nbs/11_data.ipynb #e5409885
 _SKLEARN_TABULAR = {'wine': 'load_wine', 'breast-cancer': 'load_breast_cancer'}
 
@@ -464,20 +505,35 @@ def split_validation(data: DensityData,        # a dataset without a validation 
                                note=note + f"{n_valid:,} of the {n:,} training items held out for validation (seed {seed})")
 
 # %% ../nbs/11_data.ipynb #8fe505c0
-DATASETS = ['digits', 'mnist', 'fashion-mnist', 'cifar10'] + list(TABULAR) + list(_SKLEARN_TABULAR) + TOYS
+SPATIAL = {'spatial-mnist': 'mnist', 'spatial-digits': 'digits'}   # point-set datasets -> the images their sets are drawn from
+DATASETS = ['digits', 'mnist', 'fashion-mnist', 'cifar10'] + list(TABULAR) + list(_SKLEARN_TABULAR) + TOYS + list(SPATIAL)
 
 def load_data(name: str = 'digits', data_dir: str | Path | None = None, download: bool = False,
               toy_size: int = 20000, seed: int = 0, validation: bool = True) -> DensityData:
-    "Load a dataset by name: 'digits' (bundled), 'mnist', 'fashion-mnist', 'cifar10' (torchvision), a tabular benchmark, 'wine', 'breast-cancer', or a toy 2-D density; with `validation`, one that has no validation split gets one (`split_validation`)"
+    "Load a dataset by name: 'digits' (bundled), 'mnist', 'fashion-mnist', 'cifar10' (torchvision), a tabular benchmark, 'wine', 'breast-cancer', a toy 2-D density, or point sets drawn from images ('spatial-mnist', 'spatial-digits'); with `validation`, one that has no validation split gets one (`split_validation`)"
     if name == 'digits': data = load_digits_data(seed=seed)
     elif name in _TORCHVISION: data = load_torchvision_images(name, data_dir, download)
     elif name in TABULAR: data = load_tabular(name, data_dir)
     elif name in _SKLEARN_TABULAR: data = load_sklearn_tabular(name, seed=seed)
+    elif name in SPATIAL: data = load_spatial(name, data_dir, download, seed)
     elif name in TOYS:
         data = DensityData(name, toy_data(name, toy_size, seed), toy_data(name, toy_size // 4, seed + 1), None,
                            note=f'toy density, {toy_size:,} train / {toy_size // 4:,} test samples')
     else: raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     return split_validation(data, seed) if validation else data
+
+# %% ../nbs/11_data.ipynb #b6ec7080
+SPATIAL_POINTS = 50   # points per set (SpatialMNIST's)
+
+def load_spatial(name: str, data_dir: str | Path | None = None, download: bool = False, seed: int = 0) -> DensityData:
+    "Point sets drawn from a dataset's images: 'spatial-mnist' (SpatialMNIST, from MNIST's files) or 'spatial-digits' (the bundled digits)"
+    from flownb.point_sets import spatial_points
+    if name not in SPATIAL: raise DataError(f"unknown point-set dataset {name!r}; choose from {', '.join(SPATIAL)}")
+    images = load_data(SPATIAL[name], data_dir, download, seed=seed, validation=False)
+    if images.shape[0] != 1: raise DataError(f"{name}: point sets are drawn from single-channel images; {images.name} has shape {images.shape}")
+    train, test = spatial_points(images.train, SPATIAL_POINTS, seed), spatial_points(images.test, SPATIAL_POINTS, seed + 1)
+    return DensityData(name, train, test, None, images.train_labels, images.test_labels, images.num_classes,
+                       note=f"{SPATIAL_POINTS}-point sets drawn from {images.name}'s images (seeds {seed}, {seed + 1})" + (f"; {images.note}" if images.note else ''))
 
 # %% ../nbs/11_data.ipynb #c7c6e983
 _IMAGE_SHAPES = {'digits': ((1, 8, 8), 17), 'mnist': ((1, 28, 28), 256), 'fashion-mnist': ((1, 28, 28), 256), 'cifar10': ((3, 32, 32), 256)}
@@ -489,6 +545,7 @@ def dataset_shape(name: str) -> tuple[tuple[int, ...], int | None]:
     if name in TABULAR: return (TABULAR[name],), None
     if name in _SKLEARN_FEATURES: return (_SKLEARN_FEATURES[name],), None
     if name in TOYS: return (2,), None
+    if name in SPATIAL: return (SPATIAL_POINTS, 2), None
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
 
 # %% ../nbs/11_data.ipynb #c72f3411

@@ -11,7 +11,7 @@ from torch import nn, Tensor
 from .core import check_input, check_sizes, renamed_arguments
 
 # %% auto #0
-__all__ = ['mlp', 'conv_net', 'soft_clamp', 'with_context', 'context_input']
+__all__ = ['mlp', 'conv_net', 'soft_clamp', 'GatedConv2d', 'dense_net', 'with_context', 'context_input']
 
 # %% ../nbs/00a_nn.ipynb #2e3abe55
 def mlp(in_features: int, out_features: int, hidden_features: int = 64, num_layers: int = 2,
@@ -44,6 +44,44 @@ def soft_clamp(x: Tensor, bound: float) -> Tensor:
     "Smoothly squash `x` into `(-bound, bound)`; close to the identity near zero"
     return bound * torch.tanh(x / bound)
 
+
+# %% ../nbs/00a_nn.ipynb #19056bc0
+class GatedConv2d(nn.Module):
+    "A convolution to three times `out_channels`, read as a + b·σ(c) (SurVAE's gated output of a dense block)"
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, padding: int = 0):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 3 * out_channels, kernel_size, padding=padding)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b, c = self.conv(x).chunk(3, 1)
+        return a + b * torch.sigmoid(c)
+
+class _DenseLayer(nn.Module):
+    "1×1 convolution, ReLU, (dropout), 3×3 convolution to `growth` channels, ReLU; its output appended to its input"
+    def __init__(self, channels: int, growth: int, dropout: float):
+        super().__init__()
+        layers = [nn.Conv2d(channels, channels, 1), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else []) + [nn.Conv2d(channels, growth, 3, padding=1), nn.ReLU()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor: return torch.cat([x, self.net(x)], 1)
+
+class _ResidualDenseBlock(nn.Module):
+    def __init__(self, channels: int, depth: int, growth: int, dropout: float, gated: bool):
+        super().__init__()
+        out = (GatedConv2d if gated else nn.Conv2d)(channels + depth * growth, channels, 1)
+        self.dense = nn.Sequential(*[_DenseLayer(channels + i * growth, growth, dropout) for i in range(depth)], out)
+
+    def forward(self, x: Tensor) -> Tensor: return x + self.dense(x)
+
+def dense_net(in_channels: int, out_channels: int, blocks: int = 1, mid_channels: int = 64, depth: int = 10, growth: int = 64,
+              dropout: float = 0.0, gated: bool = True, zero_init: bool = True) -> nn.Sequential:
+    "SurVAE's DenseNet conditioner: 1×1 convolution in, `blocks` residual dense blocks of `depth` layers, 1×1 convolution out (zero-initialised); defaults are survae_flows' image flows'"
+    check_sizes('dense_net', in_channels=in_channels, out_channels=out_channels, blocks=blocks, mid_channels=mid_channels, depth=depth, growth=growth)
+    if not 0 <= dropout < 1: raise ValueError(f"dense_net: dropout must be in [0, 1), got {dropout!r}")
+    last = nn.Conv2d(mid_channels, out_channels, 1)
+    if zero_init: nn.init.zeros_(last.weight); nn.init.zeros_(last.bias)
+    return nn.Sequential(nn.Conv2d(in_channels, mid_channels, 1),
+                         *[_ResidualDenseBlock(mid_channels, depth, growth, dropout, gated) for _ in range(blocks)], last)
 
 # %% ../nbs/00a_nn.ipynb #22843b88
 def with_context(h: Tensor, context: Tensor | None) -> Tensor:

@@ -60,7 +60,7 @@ def resolve_device(name: str | torch.device = 'auto',  # 'auto' (CUDA when avail
 
 # %% ../nbs/13_train.ipynb #d7864506
 DEFAULTS = {'optimizer': 'adamw', 'lr': 1e-3, 'weight_decay': 1e-5, 'batch_size': 128, 'epochs': 300, 'grad_clip': 10.0}
-OPTIMIZERS = ('adamw', 'adam')
+OPTIMIZERS = ('adamw', 'adam', 'adamax')   # adamax: SurVAE's image recipe
 
 def _positive_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 def _number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -74,7 +74,7 @@ class TrainConfig:
     download: bool = False          # let torchvision download the dataset
     epochs: int | None = None       # length of the cosine schedule (default 300)
     batch_size: int | None = None   # summed over processes under torchrun (default 128)
-    optimizer: str | None = None    # 'adamw' or 'adam' (default 'adamw')
+    optimizer: str | None = None    # 'adamw', 'adam' or 'adamax' (default 'adamw')
     lr: float | None = None         # peak learning rate of the cosine schedule (default 1e-3)
     weight_decay: float | None = None  # (default 1e-5)
     grad_clip: float | None = None  # max gradient norm, 0: no clipping (default 10)
@@ -539,12 +539,21 @@ def draw_samples(flow: Flow, n: int = 64, label: int | None = None, per_class: i
 
 def write_samples(samples: Tensor, labels: Tensor | None, shape, bins: int | None, path: Path, nrow: int | None = None,
                   scale: int | None = None, title: str = 'samples') -> Path:
-    "Save samples as a picture: a PNG grid of images (one row per class when `labels` are the per-class draw), or a 2-D scatter"
+    "Save samples as a picture: a PNG grid of images (one row per class when `labels` are the per-class draw), a grid of point sets, or a 2-D scatter"
     path = Path(path)
     if len(shape) == 3 and bins:
         per_class = labels is not None and len(labels.unique()) > 1   # the per-class draw: one row per class; one class (--class): square
         nrow = nrow or (int((labels == labels[0]).sum()) if per_class else math.ceil(math.sqrt(len(samples))))
         with _writing(path): save_image_grid(samples, bins, path, nrow=nrow, scale=scale)
+    elif samples.dim() == 3 and samples.shape[2] == 2:   # point sets: one small scatter per set
+        n = len(samples); cols = nrow or math.ceil(math.sqrt(n)); rows = math.ceil(n / cols)
+        fig = Figure(figsize=(0.9 * cols, 0.9 * rows)); axs = fig.subplots(rows, cols, squeeze=False)
+        lo, hi = torch.quantile(samples.flatten().float(), torch.tensor([0.005, 0.995])).tolist()   # one square box; stray points fall outside
+        for i, ax in enumerate(axs.flat):
+            if i < n: ax.scatter(*samples[i].T, s=1.5)
+            ax.set_xlim(lo, hi); ax.set_ylim(lo, hi); ax.set_aspect('equal'); ax.set_xticks([]); ax.set_yticks([])
+        fig.suptitle(title, fontsize=9)
+        with _writing(path): fig.savefig(path, dpi=100, bbox_inches='tight')
     elif samples.dim() == 2 and samples.shape[1] == 2:
         fig = Figure(figsize=(3.5, 3.5)); ax = fig.subplots()
         ax.scatter(*samples.T, s=3, c=None if labels is None else labels, cmap='tab10'); ax.set_aspect('equal'); ax.set_title(title, fontsize=9)
@@ -553,7 +562,7 @@ def write_samples(samples: Tensor, labels: Tensor | None, shape, bins: int | Non
     return path
 
 def _write_samples(flow: Flow, data: DensityData, path: Path, device):
-    if not ((data.is_image and data.bins) or data.shape == (2,)): return
+    if not ((data.is_image and data.bins) or data.shape == (2,) or (len(data.shape) == 2 and data.shape[1] == 2)): return
     samples, labels = draw_samples(flow, 64, device=device)
     write_samples(samples, labels, data.shape, data.bins, path, nrow=8)
 
@@ -621,7 +630,7 @@ def _same_selection(a: dict | None, b: dict | None) -> bool:
     return a is not None and b is not None and (a.get('epoch'), a.get('step')) == (b.get('epoch'), b.get('step'))
 
 def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
-    kind = {'adamw': torch.optim.AdamW, 'adam': torch.optim.Adam}[config.optimizer]
+    kind = {'adamw': torch.optim.AdamW, 'adam': torch.optim.Adam, 'adamax': torch.optim.Adamax}[config.optimizer]
     return kind(params, lr=config.lr, weight_decay=config.weight_decay)
 
 def _class_count(data: DensityData, config: TrainConfig) -> int:

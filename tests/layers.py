@@ -12,6 +12,7 @@ from flownb import flowify as FL
 from flownb import surjections as S
 from flownb import funnels as FU
 from flownb import drf as DRF
+from flownb import point_sets as P
 
 
 def public_layer_classes() -> dict[str, type]:
@@ -62,6 +63,12 @@ BIJECTIONS = {
     'FlowLinear-cayley': (lambda f: _randomize(FL.FlowLinear(f, f, orthogonal_map='cayley'), 0.3), 'vector'),
     'Log': (lambda f: S.Log(), 'positive'),
     'SortedToReal': (lambda f: S.SortedToReal(f), 'sorted'),
+    # point sets (batch, 4 points, 2 coordinates), whatever the feature size drawn
+    'SortedPointsToReal': (lambda f: P.SortedPointsToReal(4, 2), 'points-sorted'),
+    'ReorderPoints': (lambda f: P.ReorderPoints(4, 2), 'points'),
+    'PointActNorm': (lambda f: P.PointActNorm(2), 'points'),
+    'PointCoupling': (lambda f: _randomize(P.PointCoupling(4, 2, d_model=8, heads=2), 0.3), 'points'),
+    'PointCoupling-points': (lambda f: _randomize(P.PointCoupling(4, 2, split='points', swap=True, positional=True, d_model=8, heads=2), 0.3), 'points'),
 }
 # issue 20: flowify's batch norm (eval-mode affine map, learned log|a| and shift, fixed signs) and the activations onto an
 # interval; 'standard' inputs (N(0, 1)) keep tanh away from ±1, where float32 cannot invert it to 1e-4
@@ -87,6 +94,11 @@ def make_input(kind, batch, features, dtype, seed=0):
     if kind.startswith('image'):
         h = 2 if kind in ('image-2x2',) else 4
         return torch.randn(batch, f, h, h, generator=g, dtype=dtype)
+    if kind == 'points': return torch.randn(batch, 4, 2, generator=g, dtype=dtype) * 1.5
+    if kind == 'points-sorted':
+        x = torch.randn(batch, 4, 2, generator=g, dtype=dtype)
+        x[:, :, 0] = torch.cumsum(torch.rand(batch, 4, generator=g, dtype=dtype) + 0.1, 1) - 1
+        return x
     if kind == 'unit': return torch.rand(batch, features, generator=g, dtype=dtype) * 0.98 + 0.01
     if kind == 'positive': return torch.rand(batch, features, generator=g, dtype=dtype) * 3 + 0.1
     if kind == 'sorted': return torch.cumsum(torch.rand(batch, features, generator=g, dtype=dtype) + 0.1, 1) - 1
@@ -134,6 +146,8 @@ SURJECTIONS = {
     'LCMASplit': (lambda: DRF.LCMASplit(5, 2, hidden_features=8).fit(torch.randn(5)), vec(5), True),
     'LCMASplit-conv': (lambda: DRF.LCMASplit((4, 3, 2), 1, hidden_features=4).fit(torch.randn(4, 3, 2)), img(4, 3, 2), True),
     'LCMASplit-static': (lambda: DRF.LCMASplit(3, 2, hidden_features=8), vec(3), True),
+    'SortPoints': (lambda: P.SortPoints(4, 2), lambda b, dt: torch.randn(b, 4, 2, dtype=dt), True),
+    'ShufflePoints': (lambda: P.ShufflePoints(4, 2), lambda b, dt: torch.randn(b, 4, 2, dtype=dt), False),
 }
 # issue 20: nn.AvgPool2d, flowified as a FlowConv2d with a fixed averaging kernel: exact (stride = kernel), and a bound
 # (overlapping, zero padding counted in the average); built through flowify, the only way users get them
@@ -183,6 +197,13 @@ NORMALIZE = {
     'FlowLinear-cayley': (2, lambda: [_r(FL.FlowLinear(2, 2, orthogonal_map='cayley'), 0.3)], -9, 9, 1.0),
     'Log': (1, lambda: [S.Log()], 0.0, 60.0, 1.0),
     'SortedToReal': (2, lambda: [S.Sort(2), S.SortedToReal(2)], [-9, -9.013], [40, 40.021], 1.0, 600),   # log-normal gaps: long tails
+    # point sets as 2-D vectors: two 1-D points, or one point of two coordinates
+    'SortedPointsToReal': (2, lambda: [B.Reshape((2,), (2, 1)), P.SortPoints(2, 1), P.SortedPointsToReal(2, 1), B.Reshape((2, 1), (2,))], [-9, -9.013], [40, 40.021], 1.0, 600),
+    'PointActNorm': (2, lambda: [B.Reshape((2,), (1, 2)), P.PointActNorm(2), B.Reshape((1, 2), (2,))], -8, 8, 1.0),
+    'PointCoupling': (2, lambda: [B.Reshape((2,), (1, 2)), _r(P.PointCoupling(1, 2, d_model=8, heads=2), 0.3), B.Reshape((1, 2), (2,))], -9, 9, 1.0),
+    'PointCoupling-points': (2, lambda: [B.Reshape((2,), (2, 1)), _r(P.PointCoupling(2, 1, split='points', positional=True, d_model=8, heads=2), 0.3), B.Reshape((2, 1), (2,))], -9, 9, 1.0),
+    'SortPoints': (2, lambda: [B.Reshape((2,), (2, 1)), P.SortPoints(2, 1), P.SortedPointsToReal(2, 1), B.Reshape((2, 1), (2,))], [-9, -9.013], [40, 40.021], 1.0, 600),
+    'ShufflePoints': (2, lambda: [B.Reshape((2,), (2, 1)), P.ShufflePoints(2, 1), B.Reshape((2, 1), (2,)), _r(B.AffineCoupling(2, hidden_features=8))], -9, 9, 1.0),
     # exact surjections, 2-D data to a 1-D latent (or 2-D for Abs and Sort)
     'Slice': (1, lambda: [S.Slice(2, 1, hidden_features=8)], -8, 8, 1.0),
     'Slice-conv': (1, lambda: [_to_image(2, 1, 1), S.Slice(2, 1, hidden_features=4, conv=True), _to_vector(1, 1, 1)], -8, 8, 1.0),
@@ -220,7 +241,7 @@ NORMALIZE.update({
 })
 # layers a density check says nothing about: pure rearrangements (log-determinant 0, and invertibility is tested),
 # discrete-data layers (their sum over levels is checked separately), and variants already covered under another name
-NOT_NORMALIZED = {'Squeeze': 'a rearrangement', 'Reshape': 'a rearrangement', 'Flatten': 'a rearrangement',
+NOT_NORMALIZED = {'Squeeze': 'a rearrangement', 'ReorderPoints': 'a rearrangement', 'Reshape': 'a rearrangement', 'Flatten': 'a rearrangement',
                   'UniformDequantization': 'discrete data: summed over levels instead', 'VariationalDequantization': 'discrete data: summed over levels instead', 'FlowDequantization': 'discrete data: summed over levels instead',
                   'FlowDequantization-vector': 'discrete data: summed over levels instead',
                   'FlowConv2d-gaps': 'a gap needs 3 pixels, so a 3-D density: integrated on a 3-D grid in tests/test_flowify_faults.py',

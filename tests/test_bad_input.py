@@ -167,6 +167,7 @@ from layers import SURJECTIONS, build_surjection
 
 ANY_SHAPE = {'LeakyReLU', 'RQSpline-shared', 'PReLU-shared', 'Logit', 'Log', 'Tanh', 'Sigmoid', 'ELU'}   # elementwise layers: any event shape is valid
 ANY_CHANNELS = {'Squeeze'}   # forward takes any number of channels
+ANY_POINTS = {'PointActNorm'}   # one scale per coordinate, shared by the points: any number of points, both ways
 # channels on dim 1 and any number of positions per channel after it, as torch's functional batch_norm reads them
 ANY_POSITIONS = {'FlowBatchNorm', 'FlowBatchNorm-image', 'FlowBatchNorm-negative'}
 
@@ -213,7 +214,7 @@ def test_bad_input_matrix(name, side):
     if not discrete: cases.append(('integer dtype', x.round().to(torch.int64)))
     for label, fill in (('NaN', float('nan')), ('inf', float('inf')), ('-inf', float('-inf'))):
         bad = x.detach().float().contiguous().clone(); bad.view(-1)[-1] = fill; cases.append((label, bad))
-    if name not in ANY_SHAPE: cases += [c for c in _wrong_shapes(x.detach()) if not (c[0] == 'wrong size' and name in ANY_CHANNELS and side == 'forward')
+    if name not in ANY_SHAPE: cases += [c for c in _wrong_shapes(x.detach()) if not (c[0] == 'wrong size' and (name in ANY_CHANNELS and side == 'forward' or name in ANY_POINTS))
                                         and not (c[0] == 'extra dimension' and name in ANY_POSITIONS)]
     for label, bad in cases:
         _expect_clear_error(lambda: fn(bad), layer, f"{name}.{side} on {label}")

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA d
 def _case(name):
     spec = MODELS[name]
     if spec.shapes: return spec.shapes[0], 256
+    if spec.data == 'points': return (50, 2), None
     return ((1, 8, 8), 17) if spec.data == 'image' else ((6,), None)
 
 
