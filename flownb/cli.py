@@ -186,7 +186,9 @@ def models_cmd(data: Param("dataset whose shape the models are built for", str) 
     print(f"models for {data} {shape}:")
     print(f"  {'name':22} {'parameters':>11} {'latent':>7}  {'likelihood':10} description")
     for name, spec in MODELS.items():
-        if spec.data == 'image' and len(shape) != 3 or (spec.data == 'points') != (len(shape) == 2): continue   # models for other kinds of data
+        if spec.data == 'image' and len(shape) != 3 or (spec.data == 'points') != (len(shape) == 2):   # a model for another kind of data
+            kind = {'image': 'images', 'points': 'point sets, e.g. --data spatial-digits'}.get(spec.data, 'vectors or images')
+            print(f"  {name:22} {'-':>11} {'-':>7}  {'-':10} {spec.description} [for {kind}]"); continue
         try: flow = create_model(name, shape, bins)
         except ValueError as e:   # a model defined for other sizes only (e.g. a paper's MNIST/CIFAR-10 network)
             print(f"  {name:22} {'-':>11} {'-':>7}  {'-':10} {spec.description} [not for {shape}: {str(e).split(';')[0]}]"); continue

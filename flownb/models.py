@@ -649,14 +649,16 @@ def drf_prior(shape, bins, hidden: int = 64, blocks: int = 4, noise_fraction: in
 SPATIAL_RECIPE = {'optimizer': 'adam', 'lr': 1e-3, 'weight_decay': 0.0, 'batch_size': 128, 'epochs': 500, 'grad_clip': 0.0}
 "SurVAE's SpatialMNIST recipe (experiments/point_cloud README); its warm-up and exponential decay are not flownb schedules"
 
-def _point_model(shape, bins, invariance: str, steps: int, d_model: int, heads: int, num_layers: int, dropout: float) -> Flow:
+def _point_model(shape, bins, invariance: str, steps: int, d_model: int, heads: int, num_layers: int, dropout: float, context: int) -> Flow:
     if bins is not None: raise ValueError(f"point-set models take continuous sets; got data with {bins} levels")
-    return point_set_flow(shape[0], shape[1], invariance, steps, d_model, heads, num_layers, dropout)
+    return point_set_flow(shape[0], shape[1], invariance, steps, d_model, heads, num_layers, dropout, context_features=context)
 
 @register_model('sortflow', "SurVAE SortFlow: sort the points by their first coordinate, then transformer couplings across coordinates and points; exact", data='points', recipe=SPATIAL_RECIPE)
-def sortflow(shape, bins, steps: int = 16, d_model: int = 64, heads: int = 8, num_layers: int = 2, dropout: float = 0.0, dequantization: str = 'uniform'):
-    return _point_model(shape, bins, 'sort', steps, d_model, heads, num_layers, dropout)
+def sortflow(shape, bins, steps: int = 16, d_model: int = 64, heads: int = 8, num_layers: int = 2, dropout: float = 0.0,
+             context_features: int = 0, dequantization: str = 'uniform'):
+    return _point_model(shape, bins, 'sort', steps, d_model, heads, num_layers, dropout, context_features)
 
 @register_model('permuteflow', "SurVAE PermuteFlow: shuffle the points, then transformer couplings, shuffling again after each; a bound", data='points', recipe=SPATIAL_RECIPE)
-def permuteflow(shape, bins, steps: int = 16, d_model: int = 64, heads: int = 8, num_layers: int = 2, dropout: float = 0.0, dequantization: str = 'uniform'):
-    return _point_model(shape, bins, 'shuffle', steps, d_model, heads, num_layers, dropout)
+def permuteflow(shape, bins, steps: int = 16, d_model: int = 64, heads: int = 8, num_layers: int = 2, dropout: float = 0.0,
+                context_features: int = 0, dequantization: str = 'uniform'):
+    return _point_model(shape, bins, 'shuffle', steps, d_model, heads, num_layers, dropout, context_features)

@@ -9,7 +9,7 @@ import math
 import torch
 from torch import nn, Tensor
 
-from .core import Bijection, Surjection, Compose, Flow, check_sizes, checks_active, check_positive
+from .core import Bijection, Surjection, Compose, Flow, check_sizes, checks_active, check_positive, check_input
 from .nn import soft_clamp
 from .distributions import StandardNormal
 
@@ -262,6 +262,7 @@ class PointCoupling(Bijection):
             permutation-equivariant).
         d_model, heads, num_layers, dropout: the conditioner's transformer.
         max_log_scale: soft bound on the log-scale.
+        context_features: size of an optional context vector (e.g. a one-hot label), given to the conditioner with every point.
 
     Example:
         >>> t = PointCoupling(6, 2, split='points')
@@ -269,9 +270,12 @@ class PointCoupling(Bijection):
         >>> x = t.inverse(z)
     """
     def __init__(self, points: int, point_features: int, split: str = 'coordinates', swap: bool = False, positional: bool = False,
-                 d_model: int = 64, heads: int = 8, num_layers: int = 2, dropout: float = 0.0, max_log_scale: float = 3.0):
+                 d_model: int = 64, heads: int = 8, num_layers: int = 2, dropout: float = 0.0, max_log_scale: float = 3.0,
+                 context_features: int = 0):
         super().__init__()
         check_sizes('PointCoupling', points=points, point_features=point_features)
+        check_sizes('PointCoupling', 0, context_features=context_features)
+        self.context_features = context_features
         check_positive('PointCoupling', max_log_scale=max_log_scale)
         if split not in ('coordinates', 'points'): raise ValueError(f"PointCoupling: split must be 'coordinates' or 'points', got {split!r}")
         if split == 'coordinates' and point_features < 2:
@@ -283,9 +287,9 @@ class PointCoupling(Bijection):
         self.kept = size // 2 if not swap else size - size // 2
         self.changed = size - self.kept
         if split == 'coordinates':
-            self.net = SetTransformer(self.kept, 2 * self.changed, d_model, heads, num_layers, dropout, points if positional else None)
+            self.net = SetTransformer(self.kept + context_features, 2 * self.changed, d_model, heads, num_layers, dropout, points if positional else None)
         else:
-            self.net = SetTransformer(point_features, 2 * point_features, d_model, heads, num_layers, dropout, self.kept if positional else None)
+            self.net = SetTransformer(point_features + context_features, 2 * point_features, d_model, heads, num_layers, dropout, self.kept if positional else None)
 
     def _name(self): return f'PointCoupling({self.points}, {self.point_features}, split={self.split!r})'
 
@@ -301,23 +305,27 @@ class PointCoupling(Bijection):
         dim = 2 if self.split == 'coordinates' else 1
         return torch.cat([b, a] if self.swap else [a, b], dim)
 
-    def _params(self, a):
+    def _params(self, a, context):
+        if self.context_features:   # the context (e.g. a one-hot label) joins every point's input
+            if context is None: raise ValueError(f"{self._name()}: built with context_features={self.context_features} but no context was given")
+            check_input(self._name() + ' context', context, (self.context_features,))
+            a = torch.cat([a, context.to(a.dtype).unsqueeze(1).expand(-1, a.shape[1], -1)], -1)
         raw_scale, shift = self.net(a).chunk(2, -1)
         return soft_clamp(raw_scale, self.max_log_scale), shift
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         a, b = self._split(x)
-        log_scale, shift = self._params(a)
+        log_scale, shift = self._params(a, context)
         return self._join(a, b * log_scale.exp() + shift), log_scale.sum((1, 2))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         a, b = self._split(z)
-        log_scale, shift = self._params(a)
+        log_scale, shift = self._params(a, context)
         return self._join(a, (b - shift) * (-log_scale).exp())
 
 # %% ../nbs/07a_point_sets.ipynb #b3107eb6
 def point_set_flow(points: int = 50, point_features: int = 2, invariance: str = 'sort', steps: int = 16, d_model: int = 64,
-                   heads: int = 8, num_layers: int = 2, dropout: float = 0.0, sorted_to_real: bool = True) -> Flow:
+                   heads: int = 8, num_layers: int = 2, dropout: float = 0.0, sorted_to_real: bool = True, context_features: int = 0) -> Flow:
     """SurVAE's SpatialMNIST flows: a permutation-invariant density over sets of `points` points in `point_features` dimensions.
 
     `invariance='sort'` (SortFlow): sort the points by their first coordinate (exact); `'shuffle'` (PermuteFlow):
@@ -325,6 +333,7 @@ def point_set_flow(points: int = 50, point_features: int = 2, invariance: str = 
     points (fixed for SortFlow, a fresh shuffle for PermuteFlow), `PointActNorm`], on a standard normal. With
     `sorted_to_real`, SortFlow maps the sorted coordinate onto ℝ (`SortedPointsToReal`), so the density is normalised;
     without it, as SurVAE's code, mass leaks onto unsorted sets and the likelihood is a lower bound on a normalised one.
+    With `context_features`, every coupling's conditioner reads a context (e.g. a one-hot label).
     """
     if invariance not in ('sort', 'shuffle'): raise ValueError(f"point_set_flow: invariance must be 'sort' or 'shuffle', got {invariance!r}")
     check_sizes('point_set_flow', steps=steps)
@@ -333,7 +342,7 @@ def point_set_flow(points: int = 50, point_features: int = 2, invariance: str = 
     if sort:
         layers += [SortPoints(points, point_features)] + ([SortedPointsToReal(points, point_features), PointActNorm(point_features)] if sorted_to_real else [])
     else: layers += [ShufflePoints(points, point_features)]
-    net = dict(d_model=d_model, heads=heads, num_layers=num_layers, dropout=dropout)
+    net = dict(d_model=d_model, heads=heads, num_layers=num_layers, dropout=dropout, context_features=context_features)
     for i in range(steps):
         if point_features > 1: layers.append(PointCoupling(points, point_features, 'coordinates', swap=i % 2 == 1, positional=sort, **net))
         layers += [PointCoupling(points, point_features, 'points', swap=i % 2 == 1, positional=sort, **net),

@@ -326,7 +326,7 @@ def test_import_a_user_model(tmp_path, capsys, monkeypatch):
 
 # layers that have no conditioner network, so nothing to give a label to: learned constants or fixed maps
 NO_CONDITIONER = {'ActNorm', 'Conv1x1', 'RQSpline', 'LeakyReLU', 'PReLU', 'Squeeze', 'Flatten', 'Reshape', 'Logit', 'Permutation',
-                  'UniformDequantization', 'FlowPad2d'}
+                  'UniformDequantization', 'FlowPad2d', 'PointActNorm', 'SortPoints', 'SortedPointsToReal', 'ShufflePoints', 'ReorderPoints'}
 
 
 def _leaves(t):
@@ -347,11 +347,11 @@ def test_the_label_reaches_every_conditioner(name):
     from flownb.models import MODELS, create_model
     from flownb.core import context_features_of
     spec = MODELS[name]
-    shape, bins = ((1, 8, 8), 17) if spec.shapes is None else ((1, 28, 28), 256)
+    shape, bins = ((50, 2), None) if spec.data == 'points' else ((1, 8, 8), 17) if spec.shapes is None else ((1, 28, 28), 256)
     torch.manual_seed(0)
     flow = create_model(name, shape, bins, context_features=10)
     eye, y = torch.eye(10), torch.arange(6)
-    x = torch.randint(0, bins, (6, *shape))
+    x = torch.randint(0, bins, (6, *shape)) if bins else torch.rand(6, *shape) * 28
     flow.log_prob(x, eye[y])                         # data-dependent initialisation (ActNorm, LCMA scores are not fitted here)
     with torch.no_grad():                            # conditioners start with a zero last layer, which ignores its input: move off it
         for p in flow.parameters(): p.add_(0.02 * torch.randn_like(p))
@@ -361,6 +361,7 @@ def test_the_label_reaches_every_conditioner(name):
         kind = type(layer).__name__
         reads = context_features_of(layer) == 10
         no_conditioner = kind in NO_CONDITIONER or getattr(layer, 'dropped', 1) is None   # a flowified Linear/Conv2d that drops nothing
+        no_conditioner = no_conditioner or not any(p.requires_grad for p in layer.parameters())   # frozen: a fixed density (poolflow's)
         assert reads != no_conditioner, f"{name}: layer {i} ({kind}) " + ("reads a label it has no network for" if reads else "has a conditioner that does not read the label")
         if reads:
             context = eye[y].clone().requires_grad_()
