@@ -450,14 +450,15 @@ class Permutation(Bijection):
     """
     def __init__(self, features: int, order: str | Sequence[int] | Tensor = 'random'):
         super().__init__()
-        check_sizes('Permutation', features=features)
+        name = type(self).__name__   # subclasses (e.g. `ReorderPoints`) are named in their own messages
+        check_sizes(name, features=features)
         if isinstance(order, str):
-            if order not in ('random', 'reverse'): raise ValueError(f"Permutation: order must be 'random', 'reverse' or a permutation, got {order!r}")
+            if order not in ('random', 'reverse'): raise ValueError(f"{name}: order must be 'random', 'reverse' or a permutation, got {order!r}")
             perm = torch.randperm(features) if order == 'random' else torch.arange(features - 1, -1, -1)
         else:
             perm = torch.as_tensor(order, dtype=torch.long)
             if sorted(perm.tolist()) != list(range(features)):
-                raise ValueError(f"Permutation: order must be a permutation of range({features}), got {perm.tolist()}")
+                raise ValueError(f"{name}: order must be a permutation of range({features}), got {perm.tolist()}")
         self.features = features
         self.register_buffer('perm', perm)
         self.register_buffer('inverse_perm', torch.argsort(perm))

@@ -12,6 +12,7 @@ from torch import nn, Tensor
 from .core import Bijection, Surjection, Compose, Flow, check_sizes, checks_active, check_positive, check_input
 from .nn import soft_clamp
 from .distributions import StandardNormal
+from .bijections import Permutation
 
 # %% auto #0
 __all__ = ['SortPoints', 'SortedPointsToReal', 'ShufflePoints', 'ReorderPoints', 'PointActNorm', 'SetTransformer',
@@ -127,8 +128,8 @@ class ShufflePoints(Surjection):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor: return self._shuffle(z)
 
 # %% ../nbs/07a_point_sets.ipynb #4c7a2ce6
-class ReorderPoints(Bijection):
-    """A fixed permutation of the points of a set (the same for every set). Exact, `ldj = 0`.
+class ReorderPoints(Permutation):
+    """A fixed permutation of the points of a set (the same for every set): `Permutation` of dim 1, on sets. Exact, `ldj = 0`.
 
     Direction: data → latent, `(batch, points, point_features)`, shape preserved.
 
@@ -140,25 +141,11 @@ class ReorderPoints(Bijection):
         >>> z, ldj = ReorderPoints(3, 2, 'reverse')(torch.arange(6.).reshape(1, 3, 2))   # points in reverse order
     """
     def __init__(self, points: int, point_features: int, order='random'):
-        super().__init__()
         check_sizes('ReorderPoints', points=points, point_features=point_features)
-        if isinstance(order, str):
-            if order not in ('random', 'reverse'): raise ValueError(f"ReorderPoints: order must be 'random', 'reverse' or a permutation, got {order!r}")
-            perm = torch.randperm(points) if order == 'random' else torch.arange(points - 1, -1, -1)
-        else:
-            perm = torch.as_tensor(order, dtype=torch.long)
-            if sorted(perm.tolist()) != list(range(points)):
-                raise ValueError(f"ReorderPoints: order must be a permutation of range({points}), got {perm.tolist()}")
+        super().__init__(points, order)   # the buffers `perm`, `inverse_perm` and both maps are Permutation's
         self.points, self.point_features = points, point_features
-        self.register_buffer('perm', perm)
-        self.register_buffer('inverse_perm', torch.argsort(perm))
 
     def _input_patterns(self, inverse: bool) -> list: return [(self.points, self.point_features)]
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return x[:, self.perm], x.new_zeros(x.shape[0])
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor: return z[:, self.inverse_perm]
 
 class PointActNorm(Bijection):
     """Per-coordinate affine normalisation of point sets, $z = x e^{s} + b$ with one $(s, b)$ per coordinate shared by all
