@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
+from fastcore.basics import patch
 from matplotlib.figure import Figure
 
 import flownb
@@ -93,37 +94,39 @@ class TrainConfig:
     lcma_steps: int = 100           # lcma='train': the first steps that accumulate; frozen after them, at the latest at the first epoch's end
     lcma_every: int = 10            # lcma='train': one scoring every this many steps within the window
 
-    def validate(self) -> 'TrainConfig':
-        "Raise a `ValueError` naming the first field that is out of range (`None` is allowed for the recipe's fields)"
-        if self.model not in MODELS:
-            hint = f"; if it is your own model, import the module that registers it first (--import MODULE)" if self.model else ''
-            raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}{hint}")
-        if self.data not in DATASETS: raise ValueError(f"unknown dataset {self.data!r}; choose from {', '.join(DATASETS)}")
-        for name in ('epochs', 'batch_size'):
-            v = getattr(self, name)
-            if v is not None and not _positive_int(v): raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.lr is not None and not (_number(self.lr) and self.lr > 0): raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        for name in ('weight_decay', 'grad_clip'):
-            v = getattr(self, name)
-            if v is not None and not (_number(v) and v >= 0): raise ValueError(f"{name} must be a number >= 0, got {v!r}")
-        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
-        if self.dequantization not in DEQUANTIZATIONS: raise ValueError(f"dequantization must be one of {', '.join(map(repr, DEQUANTIZATIONS))}, got {self.dequantization!r}")
-        if self.eval_k is not None and not _positive_int(self.eval_k):
-            hint = " (None is the ELBO; 0 is only the command line's spelling of it)" if self.eval_k == 0 else ''
-            raise ValueError(f"eval_k must be a positive number of importance samples or None, got {self.eval_k!r}{hint}")
-        for name in ('patience', 'max_steps'):
-            v = getattr(self, name)
-            if v is not None and not _positive_int(v): raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
-        if self.time_budget is not None and not (_number(self.time_budget) and self.time_budget > 0):
-            raise ValueError(f"time_budget must be a positive number of seconds or None, got {self.time_budget!r}")
-        if self.lcma not in ('init', 'train'): raise ValueError(f"lcma must be 'init' or 'train', got {self.lcma!r}")
-        for name in ('lcma_steps', 'lcma_every'):
-            if not _positive_int(getattr(self, name)): raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not isinstance(self.imports, (list, tuple)) or not all(isinstance(m, str) for m in self.imports):
-            raise ValueError(f"imports must be a list of module names, got {self.imports!r}")
-        resolve_device(self.device)   # an unknown device, 'meta', or CUDA that is not here
-        return self
+# %% ../nbs/13_train.ipynb #a1e6b115
+@patch
+def validate(self: TrainConfig) -> TrainConfig:
+    "Raise a `ValueError` naming the first field that is out of range (`None` is allowed for the recipe's fields)"
+    if self.model not in MODELS:
+        hint = f"; if it is your own model, import the module that registers it first (--import MODULE)" if self.model else ''
+        raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(MODELS)}{hint}")
+    if self.data not in DATASETS: raise ValueError(f"unknown dataset {self.data!r}; choose from {', '.join(DATASETS)}")
+    for name in ('epochs', 'batch_size'):
+        v = getattr(self, name)
+        if v is not None and not _positive_int(v): raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if self.lr is not None and not (_number(self.lr) and self.lr > 0): raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+    for name in ('weight_decay', 'grad_clip'):
+        v = getattr(self, name)
+        if v is not None and not (_number(v) and v >= 0): raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+    if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
+    if self.dequantization not in DEQUANTIZATIONS: raise ValueError(f"dequantization must be one of {', '.join(map(repr, DEQUANTIZATIONS))}, got {self.dequantization!r}")
+    if self.eval_k is not None and not _positive_int(self.eval_k):
+        hint = " (None is the ELBO; 0 is only the command line's spelling of it)" if self.eval_k == 0 else ''
+        raise ValueError(f"eval_k must be a positive number of importance samples or None, got {self.eval_k!r}{hint}")
+    for name in ('patience', 'max_steps'):
+        v = getattr(self, name)
+        if v is not None and not _positive_int(v): raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+    if self.time_budget is not None and not (_number(self.time_budget) and self.time_budget > 0):
+        raise ValueError(f"time_budget must be a positive number of seconds or None, got {self.time_budget!r}")
+    if self.lcma not in ('init', 'train'): raise ValueError(f"lcma must be 'init' or 'train', got {self.lcma!r}")
+    for name in ('lcma_steps', 'lcma_every'):
+        if not _positive_int(getattr(self, name)): raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+    if not isinstance(self.imports, (list, tuple)) or not all(isinstance(m, str) for m in self.imports):
+        raise ValueError(f"imports must be a list of module names, got {self.imports!r}")
+    resolve_device(self.device)   # an unknown device, 'meta', or CUDA that is not here
+    return self
 
 def resolve_config(config: TrainConfig) -> tuple[TrainConfig, dict]:
     "`config` with every recipe field filled (set explicitly > the model's recipe > `DEFAULTS`), and where each came from: 'set', 'recipe' or 'default'"
@@ -136,7 +139,7 @@ def resolve_config(config: TrainConfig) -> tuple[TrainConfig, dict]:
         else: values[name], sources[name] = default, 'default'
     return replace(config, **values, imports=list(config.imports)).validate(), sources
 
-# %% ../nbs/13_train.ipynb #af47e4a6
+# %% ../nbs/13_train.ipynb #c3f62bb8
 def _one_hot(labels: Tensor, num_classes: int, device) -> Tensor:
     "One-hot float rows of integer `labels`, the context a class-conditional flow reads"
     return F.one_hot(labels.long(), num_classes).float().to(device)
@@ -163,6 +166,7 @@ def _log_probs(flow: Flow, x: Tensor, batch_size: int, k: int | None, device, la
         out.append(flow.log_prob(x[start:start + batch_size].to(device), context, k=k, k_chunk=min(k or 1, 16)).double().cpu())
     return torch.cat(out)
 
+# %% ../nbs/13_train.ipynb #0fb5fa41
 @torch.no_grad()
 def evaluate(flow: Flow, x: Tensor, batch_size: int = 500, k: int | None = None, device=None,
              labels: Tensor | None = None,  # class labels of `x`, for a class-conditional flow
@@ -183,6 +187,7 @@ def evaluate(flow: Flow, x: Tensor, batch_size: int = 500, k: int | None = None,
     if labels is not None: result['given'] = 'the label'
     return result
 
+# %% ../nbs/13_train.ipynb #591b6f41
 @torch.no_grad()
 def classify(flow: Flow, x: Tensor, labels: Tensor, prior: Tensor | None = None, batch_size: int = 500, device=None, seed: int = 0) -> dict:
     "Bayes' rule with a class-conditional `flow`: the accuracy of argmax_y p(x|y) p(y) on `labels`, and the bits/dim of the mixture p(x)"
@@ -206,7 +211,7 @@ def classify(flow: Flow, x: Tensor, labels: Tensor, prior: Tensor | None = None,
     kind = 'exact' if flow.exact else 'ELBO'
     return {'accuracy': correct / len(x), 'bits_per_dim_marginal': -total / len(x) / (dims * math.log(2)), 'kind': kind, 'n': len(x)}
 
-# %% ../nbs/13_train.ipynb #bec8a62c
+# %% ../nbs/13_train.ipynb #55d29ef6
 OUTLIER_KINDS = ('inverted', 'noised', 'uniform', 'shuffled')
 
 @torch.no_grad()
@@ -249,6 +254,7 @@ def outliers(data: DensityData, kind: str, other: DensityData | None = None, see
     how = '' if tuple(other.shape) == tuple(data.shape) else f", resized {'×'.join(map(str, other.shape[1:]))} → {'×'.join(map(str, data.shape[1:]))}"
     return moved, f'{other.name} test{how}'
 
+# %% ../nbs/13_train.ipynb #6159a945
 def ood_scores(flow: Flow, x_in: Tensor, x_out: Tensor, batch_size: int = 500, k: int | None = None, device=None) -> dict:
     "Bits/dim of in-distribution `x_in` and outlying `x_out` under `flow`, and the AUROC of bits/dim as the anomaly score"
     from sklearn.metrics import roc_auc_score
@@ -272,7 +278,7 @@ def write_ood_histogram(result: dict, path: Path, labels: tuple[str, str] = ('in
     fig.tight_layout(); path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=110)
     return path
 
-# %% ../nbs/13_train.ipynb #ffb089a7
+# %% ../nbs/13_train.ipynb #57603c94
 class CheckpointError(ValueError):
     "A checkpoint is missing, corrupt, not a flownb checkpoint, or does not match the model or run"
 
@@ -298,6 +304,7 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
         with suppress(OSError): tmp.unlink(missing_ok=True)
     return path
 
+# %% ../nbs/13_train.ipynb #7ad42ea1
 def _short(value) -> str:
     s = repr(value)
     return s if len(s) <= 40 else s[:37] + '...'
@@ -334,6 +341,7 @@ def load_checkpoint(path: str | Path) -> dict:
     _check_fields(path, state)
     return state
 
+# %% ../nbs/13_train.ipynb #779da220
 def _not_registered(path: Path, state: dict) -> CheckpointError:
     "The error for a checkpoint whose model is not registered in this process: which module registered it, and what to pass"
     name, module = state['config']['model'], state.get('model_module')
@@ -456,13 +464,6 @@ class RunLock:
         with suppress(OSError): os.unlink(self.path)   # before closing, while still held: see `acquire`
         os.close(self.fd); self.fd = None
 
-    def holder(self) -> dict | None:
-        "What the lock file says about the run holding it (pid, host, started), or None"
-        try: fd = os.open(self.path, os.O_RDONLY)
-        except OSError: return None
-        try: return self._read(fd)
-        finally: os.close(fd)
-
     @staticmethod
     def _read(fd: int) -> dict | None:
         try: return json.loads(os.pread(fd, 4096, 0).decode())
@@ -476,8 +477,16 @@ class RunLock:
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
 
+# %% ../nbs/13_train.ipynb #7574b673
+@patch
+def holder(self: RunLock) -> dict | None:
+    "What the lock file says about the run holding it (pid, host, started), or None"
+    try: fd = os.open(self.path, os.O_RDONLY)
+    except OSError: return None
+    try: return self._read(fd)
+    finally: os.close(fd)
 
-# %% ../nbs/13_train.ipynb #f25c5b03
+# %% ../nbs/13_train.ipynb #92f6ca2f
 _CHECKPOINT_NAMES = ('checkpoint.pt', 'best.pt')
 
 def _remove_stale_temporaries(folder: Path, names: tuple[str, ...] = _CHECKPOINT_NAMES) -> list[Path]:
@@ -519,6 +528,7 @@ def _set_rng_state(state: dict, device):
     torch.set_rng_state(state['torch'])
     if device.type == 'cuda' and 'cuda' in state: torch.cuda.set_rng_state(state['cuda'], device)
 
+# %% ../nbs/13_train.ipynb #2c3c27e0
 def draw_samples(flow: Flow, n: int = 64, label: int | None = None, per_class: int = 8, seed: int = 0, device=None,
                  temperature: float = 1.0, mean: bool = False) -> tuple[Tensor, Tensor | None]:
     """`(samples, labels)` from `flow` without moving the caller's random streams: `n` samples of an unconditional flow, `n` of class
@@ -561,6 +571,7 @@ def write_samples(samples: Tensor, labels: Tensor | None, shape, bins: int | Non
     else: raise ValueError(f"samples of shape {tuple(samples.shape[1:])} cannot be drawn as a picture; save them as a tensor (.pt)")
     return path
 
+# %% ../nbs/13_train.ipynb #d512f71e
 def _write_samples(flow: Flow, data: DensityData, path: Path, device):
     if not ((data.is_image and data.bins) or data.shape == (2,) or (len(data.shape) == 2 and data.shape[1] == 2)): return
     samples, labels = draw_samples(flow, 64, device=device)
@@ -592,7 +603,7 @@ def _write_curves(history: dict, path: Path, unit: str, title: str, kind: str, s
     ax.set_xlabel('step'); ax.set_ylabel(unit); ax.legend(fontsize=7); fig.tight_layout()
     with _writing(path): fig.savefig(path, dpi=100)
 
-# %% ../nbs/13_train.ipynb #8ab579ce
+# %% ../nbs/13_train.ipynb #e2988360
 PLOT_EVERY = (10, 60.0)   # samples.png and curves.png: every 10 epochs or 60 seconds, whichever comes first, and at the end
 _RESUME_KEYS = ('model', 'data', 'epochs', 'batch_size', 'optimizer', 'lr', 'weight_decay', 'grad_clip', 'seed', 'dequantization',
                 'model_options', 'conditional', 'lcma', 'lcma_steps', 'lcma_every')
@@ -629,6 +640,7 @@ def _link_best(ckpt_path: Path, best_path: Path) -> Path:
 def _same_selection(a: dict | None, b: dict | None) -> bool:
     return a is not None and b is not None and (a.get('epoch'), a.get('step')) == (b.get('epoch'), b.get('step'))
 
+# %% ../nbs/13_train.ipynb #943df907
 def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     kind = {'adamw': torch.optim.AdamW, 'adam': torch.optim.Adam, 'adamax': torch.optim.Adamax}[config.optimizer]
     return kind(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -654,8 +666,293 @@ _STOPPED = {'epochs': 'the schedule ended ({epochs} epochs)', 'patience': '{pati
             'max_steps': '--max-steps {max_steps} reached', 'time_budget': '--time-budget {time_budget:g} s of training reached',
             'stop_after_steps': 'stop_after_steps reached'}
 
+# %% ../nbs/13_train.ipynb #e0e89a77
+def _join_processes(config: TrainConfig) -> tuple[int, int, torch.device]:
+    "This process's `(world, rank, device)`; under `torchrun` (WORLD_SIZE > 1) it joins the process group: NCCL on CUDA, gloo on CPU"
+    world, rank, local_rank = (int(os.environ.get(k, d)) for k, d in (('WORLD_SIZE', 1), ('RANK', 0), ('LOCAL_RANK', 0)))
+    device = resolve_device(config.device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    if device.type == 'cuda': torch.cuda.set_device(device)
+    return world, rank, device
+
+class _Run:
+    "One process's share of a `train` call: its settings and run scratch, the model and data it sets up, the training state it carries"
+    def __init__(self, config: TrainConfig, sources: dict, out: Path, progress: bool, stop_after_steps: int | None):
+        self.config, self.sources, self.out, self.progress = config, sources, Path(out), progress
+        self.ckpt_path, self.best_path = self.out / 'checkpoint.pt', self.out / 'best.pt'
+        self.world, self.rank, self.device = _join_processes(config)
+        self.distributed = self.world > 1
+        self.limit = min((s for s in (config.max_steps, stop_after_steps) if s is not None), default=None)
+        self.from_recipe = [k for k, v in sources.items() if v == 'recipe']
+        self.stopped = None   # why the run stopped (a `_STOPPED` key), once it has
+
+    def context_of(self, idx: Tensor) -> Tensor | None:
+        "The one-hot classes of training items `idx` (None for an unconditional run)"
+        return _one_hot(self.data.train_labels[idx], self.classes, self.device) if self.classes else None
+
+@patch
+def resumed_checkpoint(self: _Run, resume: bool) -> dict | None:
+    "The checkpoint a resume continues, checked against this run's settings; a new run refuses a scratch that holds one"
+    resumed = load_checkpoint(self.ckpt_path) if resume else None
+    if resumed is not None: _check_resumable(self.ckpt_path, resumed, self.config)
+    elif self.rank == 0:
+        for path in (self.ckpt_path, self.best_path):
+            if path.exists(): raise CheckpointError(f"{path} already exists; pass --resume to continue that run, or choose another --out")
+    return resumed
+
+# %% ../nbs/13_train.ipynb #13558007
+@patch
+def build(self: _Run, data: DensityData | None):
+    "Load `data` (unless given), carve its validation split, create and initialise the model, and wrap it for DDP under torchrun"
+    config, device = self.config, self.device
+    torch.manual_seed(config.seed)
+    data = data if data is not None else load_data(config.data, config.data_dir, config.download, seed=config.seed)
+    self.data = data = split_validation(data, config.seed)
+    self.classes = _class_count(data, config)
+    self.flow = flow = create_model(config.model, data.shape, data.bins, config.dequantization, context_features=self.classes,
+                                    **config.model_options).to(device)
+    self.unit = 'bits/dim' if data.bins else 'bits/dim (continuous)'
+    self.kind = 'exact' if flow.exact else 'ELBO'
+    self.title = f"{config.model} on {data.name}" + (' (class-conditional)' if self.classes else '')
+    # data-dependent initialisation on the same fixed batch in every process
+    first = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.seed))[:config.batch_size]
+    init_batch, init_context = data.train[first], self.context_of(first)
+    with torch.no_grad(): flow.log_prob(init_batch.to(device), init_context)
+    # likelihood-contribution factor-out (10_drf): choose the selections once, now, on part of the same batch
+    has_lcma = any(isinstance(m, LCMASplit) for m in flow.modules())
+    if config.lcma == 'train' and not has_lcma:
+        raise ValueError(f"lcma='train' needs a model with LCMASplit factor-outs (e.g. lcma); {config.model} has none")
+    self.lcma_schedule = LCMASchedule(config.lcma_steps, config.lcma_every) if config.lcma == 'train' else None
+    if has_lcma and self.lcma_schedule is None:
+        few = max(8, min(64, 8192 // data.dims))
+        fit_lcma(flow, init_batch[:few].to(device), init_context[:few] if init_context is not None and context_features_of(flow.transform) else None)
+    torch.manual_seed(config.seed + self.rank)
+    self.model = DistributedDataParallel(flow, device_ids=[device.index] if device.type == 'cuda' else None) if self.distributed else flow
+
+# %% ../nbs/13_train.ipynb #2696a171
+@patch
+def prepare_training(self: _Run, resumed: dict | None):
+    "The sampler, optimizer and schedule, and the state of a new run or of the resumed checkpoint (its random state too)"
+    config, world, flow = self.config, self.world, self.flow
+    # this process's batches of an epoch: the sampler's seeded order (it depends only on the seed and the epoch), cut into
+    # batches; indexing the tensors directly keeps every random draw in the training loop, so a resume repeats them
+    self.sampler = DistributedSampler(TensorDataset(self.data.train), num_replicas=world, rank=self.rank, shuffle=True, seed=config.seed, drop_last=True)
+    self.per_process = max(1, config.batch_size // world)
+    self.steps_per_epoch = len(self.sampler) // self.per_process
+    if self.steps_per_epoch == 0: raise ValueError(f"batch_size {config.batch_size} is larger than the training split ({len(self.data.train)} samples)")
+    self.optimizer = _make_optimizer(config, flow.parameters())
+    self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs * self.steps_per_epoch)
+    self.history = {'step': [], 'train_bpd': [], 'epoch_step': [], 'valid_bpd': [], 'epoch_seconds': []}
+    self.epoch, self.batch, self.step, self.partial_seconds, self.best = 0, 0, 0, 0.0, None
+    if resumed is not None:
+        flow.load_state_dict(resumed['model_state']); self.optimizer.load_state_dict(resumed['optimizer_state'])
+        self.scheduler.load_state_dict(resumed['scheduler_state'])
+        self.epoch, self.step, self.history = resumed['epoch'], resumed['step'], resumed['history']
+        self.batch, self.partial_seconds, self.best = resumed.get('batch', 0), resumed.get('partial_seconds', 0.0), resumed.get('best')
+        _set_rng_state(resumed['rng'][self.rank] if self.rank < len(resumed['rng']) else resumed['rng'][0], self.device)
+        if self.rank == 0 and self.best is not None and self.best['step'] == self.step:   # killed between checkpoint.pt and best.pt: link them now
+            on_disk = load_checkpoint(self.best_path).get('best') if self.best_path.exists() else None
+            if not _same_selection(on_disk, self.best): _link_best(self.ckpt_path, self.best_path)
+    self.last_plot = (self.epoch, time.perf_counter())
+
+@patch
+def announce(self: _Run, resumed: bool):
+    "Two lines on rank 0: the model, data and device, and the settings with where each came from"
+    config, flow = self.config, self.flow
+    print(f"flownb {flownb.__version__}: {config.model} ({num_parameters(flow):,} parameters, latent {math.prod(latent_shape(flow))}"
+          + (f", conditional on {self.classes} classes through {flow.conditioning}" if self.classes else '') + f") on {self.data!r}; device {self.device}"
+          + (f", {self.world} processes" if self.distributed else '')
+          + (f"; resuming after epoch {self.epoch}" + (f", batch {self.batch}" if self.batch else '') if resumed else ''), flush=True)
+    print("settings: " + ', '.join(f"{k} {getattr(config, k)}" for k in DEFAULTS)
+          + (f" ({', '.join(self.from_recipe)} from the {config.model} recipe)" if self.from_recipe else " (flownb's defaults where not set)"), flush=True)
+
+# %% ../nbs/13_train.ipynb #476fe0ff
+@patch
+def checkpoint_common(self: _Run) -> dict:
+    "What every checkpoint records besides the training state: settings, data shape, classes, the model and its weights"
+    return {'config': asdict(self.config), 'config_sources': self.sources, 'shape': list(self.data.shape), 'bins': self.data.bins,
+            'num_classes': self.classes, 'model_module': MODELS[self.config.model].module, 'model_state': self.flow.state_dict(),
+            'flownb_version': flownb.__version__}
+
+@patch
+def save_latest(self: _Run, selected: bool = False):
+    "Write checkpoint.pt; `selected`: it holds the selected weights, so best.pt becomes it too (after it: a kill between leaves best.pt older, which a resume repairs)"
+    rng = [_rng_state(self.device)]
+    if self.distributed:
+        gathered = [None] * self.world
+        dist.all_gather_object(gathered, rng[0]); rng = gathered
+    if self.rank == 0:
+        save_checkpoint(self.ckpt_path, {**self.checkpoint_common(), 'optimizer_state': self.optimizer.state_dict(),
+                                         'scheduler_state': self.scheduler.state_dict(), 'epoch': self.epoch, 'batch': self.batch,
+                                         'partial_seconds': self.partial_seconds, 'step': self.step, 'history': self.history,
+                                         'rng': rng, 'best': self.best})
+        if selected: _link_best(self.ckpt_path, self.best_path)
+
+# %% ../nbs/13_train.ipynb #bc7c7427
+@patch
+def train_step(self: _Run, x: Tensor, context: Tensor | None) -> float:
+    "One optimisation step on the batch `x` (the run's LCMA scores first, when due); the training bits/dim of the batch"
+    config, flow, device, step = self.config, self.flow, self.device, self.step
+    if self.lcma_schedule is not None and (self.lcma_schedule.due(step) or step == config.lcma_steps):
+        # lcma='train' (10_drf): score a few training examples drawn by (seed, step), the same in every process and on resume
+        pick = torch.randint(len(self.data.train), (max(1, min(8, 2048 // self.data.dims)),), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + step))
+        with _forked(device):
+            torch.manual_seed(config.seed + 40_000 + step)   # the dequantization's draw, outside training's random stream
+            self.lcma_schedule.update(flow, step, self.data.train[pick].to(device), self.context_of(pick) if context_features_of(flow.transform) else None)
+    with torch.autocast('cuda', dtype=torch.bfloat16, enabled=config.amp and device.type == 'cuda'):
+        try: log_p = self.model(x, context)
+        except ValueError as e:
+            if 'non-finite' not in str(e): raise
+            log_p = torch.full((x.shape[0],), float('nan'), device=device)
+    loss = -log_p.float().mean() / (self.data.dims * math.log(2))
+    if not torch.isfinite(loss):
+        where = first_nonfinite_layer(flow, x, context)
+        raise NonFiniteLossError(f"training stopped at epoch {self.epoch + 1}, step {step + 1}: the loss is {loss.item()}; "
+                                 f"first non-finite: {where}. The last good checkpoint is kept at {self.ckpt_path}"
+                                 + (" (none was written yet)" if not self.ckpt_path.exists() else '')
+                                 + "; try a lower --lr or a smaller --batch-size.")
+    self.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip: torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+    self.optimizer.step(); self.scheduler.step(); self.step += 1; self.batch += 1
+    self.history['step'].append(self.step); self.history['train_bpd'].append(loss.item())
+    return loss.item()
+
+# %% ../nbs/13_train.ipynb #586f02c4
+@patch
+def _budget_spent(self: _Run, done_seconds: float, started: float) -> str | None:
+    "After a step: 'max_steps'/'stop_after_steps' or 'time_budget' when the run must stop inside this epoch (rank 0's clock decides)"
+    config = self.config
+    if self.limit is not None and self.step >= self.limit: return _stop_reason(config, self.epoch, self.step, 0.0, None, self.limit)
+    if config.time_budget is None: return None
+    over = done_seconds + self.partial_seconds + time.perf_counter() - started >= config.time_budget
+    if self.distributed:   # every process stops at the same step
+        flag = torch.tensor([int(over)], device=self.device); dist.broadcast(flag, 0); over = bool(flag.item())
+    return 'time_budget' if over else None
+
+@patch
+def run_epoch(self: _Run) -> bool:
+    "Train the rest of the current epoch; False when a budget stopped the run inside it (its place is saved, to resume exactly)"
+    steps = self.steps_per_epoch
+    self.sampler.set_epoch(self.epoch)
+    order = torch.as_tensor(list(iter(self.sampler)))[:steps * self.per_process].view(steps, self.per_process)
+    self.flow.train()
+    started, done_seconds = time.perf_counter(), sum(self.history['epoch_seconds'])
+    bar = (tqdm(total=steps, initial=self.batch, desc=f'epoch {self.epoch + 1}/{self.config.epochs}', leave=False, mininterval=0.5)
+           if self.progress and self.rank == 0 and sys.stderr.isatty() else None)
+    while self.batch < steps and self.stopped is None:
+        idx = order[self.batch]
+        bpd = self.train_step(self.data.train[idx].to(self.device, non_blocking=True), self.context_of(idx))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({'bpd': f'{bpd:.3f}', 'samples/s': f'{(self.batch - bar.initial) * len(idx) * self.world / max(time.perf_counter() - started, 1e-9):.0f}'}, refresh=False)
+        self.stopped = self._budget_spent(done_seconds, started)
+    if bar is not None: bar.close()
+    seconds = self.partial_seconds + time.perf_counter() - started
+    if self.batch < steps:   # a budget stopped the run inside this epoch: keep its place
+        self.partial_seconds, first_selection = seconds, self.best is None
+        if first_selection:   # no epoch has ended yet: the weights at the stop are all there is to select
+            self.best = {'epoch': self.epoch, 'step': self.step, 'valid_bits_per_dim': None, 'partial': True}
+        self.save_latest(selected=first_selection)
+        return False
+    self.end_epoch(seconds)
+    return True
+
+# %% ../nbs/13_train.ipynb #836bd3b7
+@patch
+def end_epoch(self: _Run, seconds: float):
+    "Count the epoch, validate and select on rank 0, decide whether to go on (the same in every process), write checkpoint.pt"
+    self.epoch, self.batch, self.partial_seconds = self.epoch + 1, 0, 0.0
+    self.history['epoch_step'].append(self.step); self.history['epoch_seconds'].append(seconds)
+    if self.lcma_schedule is not None: freeze_lcma(self.flow)   # validation sees a frozen mask, however long the window
+    improved = self.validate(seconds) if self.rank == 0 else False
+    self.stopped = _stop_reason(self.config, self.epoch, self.step, sum(self.history['epoch_seconds']), self.best, self.limit)
+    if self.distributed:   # rank 0's selection and clock decide for every process (--patience, --time-budget)
+        box = [self.best, self.stopped, improved]; dist.broadcast_object_list(box, src=0); self.best, self.stopped, improved = box
+    self.save_latest(selected=improved)
+    if self.distributed: dist.barrier()
+
+@patch
+def validate(self: _Run, seconds: float) -> bool:
+    "Validation bits/dim of the epoch just ended; whether it is the lowest so far (it is then the selection); plots now and then"
+    config, flow, history = self.config, self.flow, self.history
+    flow.eval()
+    with _forked(self.device):
+        torch.manual_seed(config.seed + 10_000 + self.epoch - 1)
+        valid = evaluate(flow, self.data.valid, device=self.device, labels=self.data.valid_labels if self.classes else None)
+    v = valid['bits_per_dim']; history['valid_bpd'].append(v)
+    best = self.best
+    improved = best is None or best.get('partial') or (math.isfinite(v) and v < best['valid_bits_per_dim'])
+    if improved: self.best = best = {'epoch': self.epoch, 'step': self.step, 'valid_bits_per_dim': v, 'partial': False}
+    if self.progress:
+        train_mean = sum(history['train_bpd'][-self.steps_per_epoch:]) / self.steps_per_epoch
+        print(f"epoch {self.epoch}/{config.epochs}: train {train_mean:.4f}, valid {v:.4f} {self.unit} ({valid['kind']})"
+              + (' best' if improved else f"; best {best['valid_bits_per_dim']:.4f} at epoch {best['epoch']}" if best and not best.get('partial') else '')
+              + f", {self.steps_per_epoch * config.batch_size / seconds:.0f} samples/s", flush=True)
+    if self.epoch - self.last_plot[0] >= PLOT_EVERY[0] or time.perf_counter() - self.last_plot[1] >= PLOT_EVERY[1]:
+        _write_samples(flow, self.data, self.out / 'samples.png', self.device)
+        _write_curves(history, self.out / 'curves.png', self.unit, self.title, self.kind, best)
+        self.last_plot = (self.epoch, time.perf_counter())
+    return improved
+
+# %% ../nbs/13_train.ipynb #00334c05
+@patch
+def check_replicas(self: _Run):
+    "DDP keeps replicas equal; check it rather than trust it (one number per process)"
+    checksum = [None] * self.world
+    dist.all_gather_object(checksum, float(sum(p.detach().double().sum() for p in self.flow.parameters())))
+    if max(checksum) - min(checksum) > 1e-6 * max(1.0, abs(checksum[0])):
+        raise RuntimeError(f"distributed training left the processes with different weights (parameter sums {checksum})")
+
+@patch
+def evaluate_selected(self: _Run) -> tuple[dict, dict]:
+    "Load best.pt and evaluate it on the test split, the only time the test split is read; `(its selection, the test numbers)`"
+    config, flow, data, device, classes = self.config, self.flow, self.data, self.device, self.classes
+    chosen = load_checkpoint(self.best_path)
+    selected = chosen.get('best')
+    if not _same_selection(selected, self.best):
+        raise CheckpointError(f"{self.best_path} does not hold the epoch this run selected (epoch {self.best and self.best['epoch']}); it was changed by something else")
+    flow.load_state_dict(chosen['model_state']); flow.eval()
+    freeze_lcma(flow)   # a run stopped inside the lcma window: its checkpoint keeps accumulating on resume, the test sees the mask frozen
+    test_labels = data.test_labels if classes else None
+    with _forked(device):
+        torch.manual_seed(config.seed + 20_000)
+        final = evaluate(flow, data.test, device=device, labels=test_labels)
+        if (config.eval_k or 1) > 1 and not flow.exact:
+            final[f'iw_{config.eval_k}'] = evaluate(flow, data.test, k=config.eval_k, device=device, labels=test_labels)
+    if classes:
+        prior = torch.bincount(data.train_labels.long(), minlength=classes).double()
+        final['classification'] = classify(flow, data.test, data.test_labels, prior, device=device, seed=config.seed + 30_000)
+    return selected, final
+
+# %% ../nbs/13_train.ipynb #f2e26c79
+@patch
+def report(self: _Run, selected: dict, final: dict) -> dict:
+    "The run's result (what `train` returns), also written to metrics.json with the history; the selected model's samples and the curves"
+    config, history, flow = self.config, self.history, self.flow
+    why = ('lowest validation bits/dim' if not selected.get('partial') else
+           'the weights where the budget stopped the run: no epoch had ended, so none was validated')
+    result = {'model': config.model, 'data': config.data, 'epochs_done': len(history['valid_bpd']), 'steps': self.step,
+              'stopped': self.stopped, 'stopped_because': _STOPPED.get(self.stopped, self.stopped).format(**asdict(config)) if self.stopped else None,
+              'selected': {'epoch': selected['epoch'], 'step': selected['step'], 'valid_bits_per_dim': selected['valid_bits_per_dim'],
+                           'checkpoint': self.best_path.name, 'why': why},
+              'last_valid_bits_per_dim': history['valid_bpd'][-1] if history['valid_bpd'] else None, 'test': final, 'unit': self.unit,
+              'parameters': num_parameters(flow), 'latent': math.prod(latent_shape(flow)),
+              'continuous_part_exact': continuous_part_exact(flow), 'conditional': bool(self.classes),
+              'conditioning': getattr(flow, 'conditioning', None) if self.classes else None,
+              'config': asdict(config), 'config_sources': self.sources, 'from_recipe': self.from_recipe,
+              'data_note': self.data.note, 'seconds': sum(history['epoch_seconds']) + self.partial_seconds}
+    print(f"stopped: {result['stopped_because']} after {self.step} steps; selected epoch {selected['epoch']} ({why}"
+          + (f": {selected['valid_bits_per_dim']:.4f}" if selected['valid_bits_per_dim'] is not None else '') + ")", flush=True)
+    _write_samples(flow, self.data, self.out / 'samples.png', self.device)   # the selected model's samples and the whole run's curves
+    _write_curves(history, self.out / 'curves.png', self.unit, self.title, self.kind, selected, final)
+    with _writing(self.out / 'metrics.json'): (self.out / 'metrics.json').write_text(json.dumps({'result': result, 'history': history}, indent=1))
+    return result
+
+# %% ../nbs/13_train.ipynb #02d90aaa
 def train(config: TrainConfig,                 # what to train
-          out: str | Path = 'runs/latest',     # run folder: best.pt, checkpoint.pt, samples.png, curves.png, metrics.json (locked while running)
+          out: str | Path = 'runs/latest',     # run scratch: best.pt, checkpoint.pt, samples.png, curves.png, metrics.json (locked while running)
           resume: bool = False,                # continue from `out/checkpoint.pt`
           progress: bool = True,               # a progress bar in a terminal, else one line per epoch; False: neither
           data: DensityData | None = None,     # already-loaded data (default: `load_data(config.data, ...)`); a validation split is carved if it has none
@@ -663,215 +960,16 @@ def train(config: TrainConfig,                 # what to train
          ) -> dict:
     "Train `config.model` on `config.data`, select the epoch of lowest validation bits/dim, report its test bits/dim (also in `out/metrics.json`)"
     config, sources = resolve_config(config)
-    out = Path(out); ckpt_path, best_path = out / 'checkpoint.pt', out / 'best.pt'
-    world, rank, local_rank = (int(os.environ.get(k, d)) for k, d in (('WORLD_SIZE', 1), ('RANK', 0), ('LOCAL_RANK', 0)))
-    device = resolve_device(config.device, local_rank)
-    distributed = world > 1
-    if distributed and not dist.is_initialized():
-        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
-    if device.type == 'cuda': torch.cuda.set_device(device)
-    with _hold_run_folder(out, rank, distributed):   # rank 0 holds out/.lock from here to metrics.json
-        resumed = load_checkpoint(ckpt_path) if resume else None
-        if resumed is not None: _check_resumable(ckpt_path, resumed, config)
-        elif rank == 0:
-            for path in (ckpt_path, best_path):
-                if path.exists(): raise CheckpointError(f"{path} already exists; pass --resume to continue that run, or choose another --out")
-
-        torch.manual_seed(config.seed)
-        data = data if data is not None else load_data(config.data, config.data_dir, config.download, seed=config.seed)
-        data = split_validation(data, config.seed)
-        classes = _class_count(data, config)
-        flow = create_model(config.model, data.shape, data.bins, config.dequantization, context_features=classes, **config.model_options).to(device)
-        context_of = (lambda y: _one_hot(y, classes, device)) if classes else (lambda y: None)
-        labels_of = (lambda idx: data.train_labels[idx]) if classes else (lambda idx: None)
-        dims = data.dims
-        unit = 'bits/dim' if data.bins else 'bits/dim (continuous)'
-        # data-dependent initialisation on the same fixed batch in every process
-        first = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.seed))[:config.batch_size]
-        init_batch, init_context = data.train[first], context_of(labels_of(first))
-        with torch.no_grad(): flow.log_prob(init_batch.to(device), init_context)
-        # likelihood-contribution factor-out (10_drf): choose the selections once, now, on part of the same batch
-        has_lcma = any(isinstance(m, LCMASplit) for m in flow.modules())
-        if config.lcma == 'train' and not has_lcma:
-            raise ValueError(f"lcma='train' needs a model with LCMASplit factor-outs (e.g. lcma); {config.model} has none")
-        lcma_schedule = LCMASchedule(config.lcma_steps, config.lcma_every) if config.lcma == 'train' else None
-        if has_lcma and lcma_schedule is None:
-            few = max(8, min(64, 8192 // dims))
-            fit_lcma(flow, init_batch[:few].to(device), init_context[:few] if init_context is not None and context_features_of(flow.transform) else None)
-        torch.manual_seed(config.seed + rank)
-        model = DistributedDataParallel(flow, device_ids=[device.index] if device.type == 'cuda' else None) if distributed else flow
-
-        # this process's batches of an epoch: the sampler's seeded order (it depends only on the seed and the epoch), cut
-        # into batches; indexing the tensors directly keeps every random draw in the training loop, so a run stopped
-        # anywhere, even inside an epoch, resumes exactly
-        sampler = DistributedSampler(TensorDataset(data.train), num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True)
-        per_process = max(1, config.batch_size // world)
-        steps_per_epoch = len(sampler) // per_process
-        if steps_per_epoch == 0: raise ValueError(f"batch_size {config.batch_size} is larger than the training split ({len(data.train)} samples)")
-        optimizer = _make_optimizer(config, flow.parameters())
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
-        history = {'step': [], 'train_bpd': [], 'epoch_step': [], 'valid_bpd': [], 'epoch_seconds': []}
-        epoch, batch, step, partial_seconds, best = 0, 0, 0, 0.0, None
-        if resumed is not None:
-            flow.load_state_dict(resumed['model_state']); optimizer.load_state_dict(resumed['optimizer_state'])
-            scheduler.load_state_dict(resumed['scheduler_state'])
-            epoch, step, history = resumed['epoch'], resumed['step'], resumed['history']
-            batch, partial_seconds, best = resumed.get('batch', 0), resumed.get('partial_seconds', 0.0), resumed.get('best')
-            _set_rng_state(resumed['rng'][rank] if rank < len(resumed['rng']) else resumed['rng'][0], device)
-            if rank == 0 and best is not None and best['step'] == step:   # killed between checkpoint.pt and best.pt: link them now
-                on_disk = load_checkpoint(best_path).get('best') if best_path.exists() else None
-                if not _same_selection(on_disk, best): _link_best(ckpt_path, best_path)
-        limit = min((s for s in (config.max_steps, stop_after_steps) if s is not None), default=None)
-        shown = {k: getattr(config, k) for k in DEFAULTS}
-        from_recipe = [k for k, v in sources.items() if v == 'recipe']
-        if rank == 0:
-            print(f"flownb {flownb.__version__}: {config.model} ({num_parameters(flow):,} parameters, latent {math.prod(latent_shape(flow))}"
-                  + (f", conditional on {classes} classes through {flow.conditioning}" if classes else '') + f") on {data!r}; device {device}"
-                  + (f", {world} processes" if distributed else '')
-                  + (f"; resuming after epoch {epoch}" + (f", batch {batch}" if batch else '') if resumed is not None else ''), flush=True)
-            print("settings: " + ', '.join(f"{k} {v}" for k, v in shown.items())
-                  + (f" ({', '.join(from_recipe)} from the {config.model} recipe)" if from_recipe else " (flownb's defaults where not set)"), flush=True)
-        amp = torch.autocast('cuda', dtype=torch.bfloat16, enabled=config.amp and device.type == 'cuda')
-        bar_wanted = progress and rank == 0 and sys.stderr.isatty()
-        kind = 'exact' if flow.exact else 'ELBO'
-        title = f"{config.model} on {data.name}" + (' (class-conditional)' if classes else '')
-        last_plot = (epoch, time.perf_counter())
-
-        def save_latest(epoch: int, batch: int, partial_seconds: float, selected: bool = False):
-            "Write checkpoint.pt; `selected`: it holds the selected weights, so best.pt becomes it too (after it: a kill between leaves best.pt older, which a resume repairs)"
-            rng = [_rng_state(device)]
-            if distributed:
-                gathered = [None] * world
-                dist.all_gather_object(gathered, rng[0]); rng = gathered
-            if rank == 0:
-                save_checkpoint(ckpt_path, {**common(), 'optimizer_state': optimizer.state_dict(), 'scheduler_state': scheduler.state_dict(),
-                                            'epoch': epoch, 'batch': batch, 'partial_seconds': partial_seconds, 'step': step,
-                                            'history': history, 'rng': rng, 'best': best})
-                if selected: _link_best(ckpt_path, best_path)
-
-        def common() -> dict:   # what a checkpoint records besides the training state
-            return {'config': asdict(config), 'config_sources': sources, 'shape': list(data.shape), 'bins': data.bins,
-                    'num_classes': classes, 'model_module': MODELS[config.model].module, 'model_state': flow.state_dict(),
-                    'flownb_version': flownb.__version__}
-
-        stopped = _stop_reason(config, epoch, step, sum(history['epoch_seconds']) + partial_seconds, best, limit)
-        if distributed: box = [stopped]; dist.broadcast_object_list(box, src=0); stopped = box[0]
-        while stopped is None:
-            sampler.set_epoch(epoch)
-            order = torch.as_tensor(list(iter(sampler)))[:steps_per_epoch * per_process].view(steps_per_epoch, per_process)
-            flow.train()
-            started, done_seconds = time.perf_counter(), sum(history['epoch_seconds'])
-            bar = tqdm(total=steps_per_epoch, initial=batch, desc=f'epoch {epoch + 1}/{config.epochs}', leave=False, mininterval=0.5) if bar_wanted else None
-            while batch < steps_per_epoch and stopped is None:
-                idx = order[batch]
-                x, context = data.train[idx].to(device, non_blocking=True), context_of(labels_of(idx))
-                if lcma_schedule is not None and (lcma_schedule.due(step) or step == config.lcma_steps):
-                    # lcma='train' (10_drf): score a few training examples drawn by (seed, step), the same in every process and on resume
-                    pick = torch.randint(len(data.train), (max(1, min(8, 2048 // dims)),), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + step))
-                    with _forked(device):
-                        torch.manual_seed(config.seed + 40_000 + step)   # the dequantization's draw, outside training's random stream
-                        lcma_schedule.update(flow, step, data.train[pick].to(device), context_of(labels_of(pick)) if context_features_of(flow.transform) else None)
-                with amp:
-                    try: log_p = model(x, context)
-                    except ValueError as e:
-                        if 'non-finite' not in str(e): raise
-                        log_p = torch.full((x.shape[0],), float('nan'), device=device)
-                loss = -log_p.float().mean() / (dims * math.log(2))
-                if not torch.isfinite(loss):
-                    where = first_nonfinite_layer(flow, x, context)
-                    raise NonFiniteLossError(f"training stopped at epoch {epoch + 1}, step {step + 1}: the loss is {loss.item()}; "
-                                             f"first non-finite: {where}. The last good checkpoint is kept at {ckpt_path}"
-                                             + (" (none was written yet)" if not ckpt_path.exists() else '')
-                                             + "; try a lower --lr or a smaller --batch-size.")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip: torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
-                optimizer.step(); scheduler.step(); step += 1; batch += 1
-                history['step'].append(step); history['train_bpd'].append(loss.item())
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({'bpd': f'{loss.item():.3f}', 'samples/s': f'{(batch - bar.initial) * x.shape[0] * world / max(time.perf_counter() - started, 1e-9):.0f}'}, refresh=False)
-                if limit is not None and step >= limit: stopped = _stop_reason(config, epoch, step, 0.0, None, limit)
-                elif config.time_budget is not None:
-                    over = done_seconds + partial_seconds + time.perf_counter() - started >= config.time_budget
-                    if distributed:   # rank 0's clock decides, so every process stops at the same step
-                        flag = torch.tensor([int(over)], device=device); dist.broadcast(flag, 0); over = bool(flag.item())
-                    if over: stopped = 'time_budget'
-            if bar is not None: bar.close()
-            seconds = partial_seconds + time.perf_counter() - started
-            if batch < steps_per_epoch:   # a budget stopped the run inside this epoch: keep its place, to resume exactly
-                partial_seconds, first_selection = seconds, best is None
-                if first_selection:   # no epoch has ended yet: the weights at the stop are all there is to select
-                    best = {'epoch': epoch, 'step': step, 'valid_bits_per_dim': None, 'partial': True}
-                save_latest(epoch, batch, seconds, selected=first_selection)
-                break
-            epoch, batch, partial_seconds = epoch + 1, 0, 0.0
-            history['epoch_step'].append(step); history['epoch_seconds'].append(seconds)
-            if lcma_schedule is not None: freeze_lcma(flow)   # validation sees a frozen mask, however long the window
-            if rank == 0:
-                flow.eval()
-                with _forked(device):
-                    torch.manual_seed(config.seed + 10_000 + epoch - 1)
-                    valid = evaluate(flow, data.valid, device=device, labels=data.valid_labels if classes else None)
-                history['valid_bpd'].append(valid['bits_per_dim'])
-                v = valid['bits_per_dim']
-                improved = best is None or best.get('partial') or (math.isfinite(v) and v < best['valid_bits_per_dim'])
-                if improved: best = {'epoch': epoch, 'step': step, 'valid_bits_per_dim': valid['bits_per_dim'], 'partial': False}
-                if progress:
-                    train_mean = sum(history['train_bpd'][-steps_per_epoch:]) / steps_per_epoch
-                    print(f"epoch {epoch}/{config.epochs}: train {train_mean:.4f}, valid {valid['bits_per_dim']:.4f} {unit} ({valid['kind']})"
-                          + (' best' if improved else f"; best {best['valid_bits_per_dim']:.4f} at epoch {best['epoch']}" if best and not best.get('partial') else '')
-                          + f", {steps_per_epoch * config.batch_size / seconds:.0f} samples/s", flush=True)
-                if epoch - last_plot[0] >= PLOT_EVERY[0] or time.perf_counter() - last_plot[1] >= PLOT_EVERY[1]:
-                    _write_samples(flow, data, out / 'samples.png', device)
-                    _write_curves(history, out / 'curves.png', unit, title, kind, best)
-                    last_plot = (epoch, time.perf_counter())
-            else: improved = False
-            stopped = _stop_reason(config, epoch, step, sum(history['epoch_seconds']), best, limit)
-            if distributed:   # rank 0's selection and clock decide for every process (--patience, --time-budget)
-                box = [best, stopped, improved]; dist.broadcast_object_list(box, src=0); best, stopped, improved = box
-            save_latest(epoch, 0, 0.0, selected=improved)
-            if distributed: dist.barrier()
-
-        if distributed:   # DDP keeps replicas equal; check it rather than trust it (one number per process)
-            checksum = [None] * world
-            dist.all_gather_object(checksum, float(sum(p.detach().double().sum() for p in flow.parameters())))
-            if max(checksum) - min(checksum) > 1e-6 * max(1.0, abs(checksum[0])):
-                raise RuntimeError(f"distributed training left the processes with different weights (parameter sums {checksum})")
-        result = {}
-        if rank == 0:
-            chosen = load_checkpoint(best_path)   # the test split is evaluated once, here, on the selected weights
-            selected = chosen.get('best')
-            if not _same_selection(selected, best):
-                raise CheckpointError(f"{best_path} does not hold the epoch this run selected (epoch {best and best['epoch']}); it was changed by something else")
-            flow.load_state_dict(chosen['model_state']); flow.eval()
-            freeze_lcma(flow)   # a run stopped inside the lcma window: its checkpoint keeps accumulating on resume, the test sees the mask frozen
-            test_labels = data.test_labels if classes else None
-            with _forked(device):
-                torch.manual_seed(config.seed + 20_000)
-                final = evaluate(flow, data.test, device=device, labels=test_labels)
-                if (config.eval_k or 1) > 1 and not flow.exact:
-                    final[f'iw_{config.eval_k}'] = evaluate(flow, data.test, k=config.eval_k, device=device, labels=test_labels)
-            if classes:
-                prior = torch.bincount(data.train_labels.long(), minlength=classes).double()
-                final['classification'] = classify(flow, data.test, data.test_labels, prior, device=device, seed=config.seed + 30_000)
-            why = ('lowest validation bits/dim' if not selected.get('partial') else
-                   'the weights where the budget stopped the run: no epoch had ended, so none was validated')
-            last_valid = history['valid_bpd'][-1] if history['valid_bpd'] else None
-            result = {'model': config.model, 'data': config.data, 'epochs_done': len(history['valid_bpd']), 'steps': step,
-                      'stopped': stopped, 'stopped_because': _STOPPED.get(stopped, stopped).format(**asdict(config)) if stopped else None,
-                      'selected': {'epoch': selected['epoch'], 'step': selected['step'], 'valid_bits_per_dim': selected['valid_bits_per_dim'],
-                                   'checkpoint': best_path.name, 'why': why},
-                      'last_valid_bits_per_dim': last_valid, 'test': final, 'unit': unit,
-                      'parameters': num_parameters(flow), 'latent': math.prod(latent_shape(flow)),
-                      'continuous_part_exact': continuous_part_exact(flow), 'conditional': bool(classes),
-                      'conditioning': getattr(flow, 'conditioning', None) if classes else None,
-                      'config': asdict(config), 'config_sources': sources, 'from_recipe': from_recipe,
-                      'data_note': data.note, 'seconds': sum(history['epoch_seconds']) + partial_seconds}
-            print(f"stopped: {result['stopped_because']} after {step} steps; selected epoch {selected['epoch']} ({why}"
-                  + (f": {selected['valid_bits_per_dim']:.4f}" if selected['valid_bits_per_dim'] is not None else '') + ")", flush=True)
-            _write_samples(flow, data, out / 'samples.png', device)   # the selected model's samples and the whole run's curves
-            _write_curves(history, out / 'curves.png', unit, title, kind, selected, final)
-            with _writing(out / 'metrics.json'): (out / 'metrics.json').write_text(json.dumps({'result': result, 'history': history}, indent=1))
-        if distributed: dist.barrier()
+    run = _Run(config, sources, Path(out), progress, stop_after_steps)
+    with _hold_run_folder(run.out, run.rank, run.distributed):   # rank 0 holds out/.lock from here to metrics.json
+        resumed = run.resumed_checkpoint(resume)
+        run.build(data)
+        run.prepare_training(resumed)
+        if run.rank == 0: run.announce(resumed is not None)
+        run.stopped = _stop_reason(config, run.epoch, run.step, sum(run.history['epoch_seconds']) + run.partial_seconds, run.best, run.limit)
+        if run.distributed: box = [run.stopped]; dist.broadcast_object_list(box, src=0); run.stopped = box[0]
+        while run.stopped is None and run.run_epoch(): pass
+        if run.distributed: run.check_replicas()
+        result = run.report(*run.evaluate_selected()) if run.rank == 0 else {}
+        if run.distributed: dist.barrier()
         return result
