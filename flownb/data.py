@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 # %% auto #0
 __all__ = ['TOYS', 'TABULAR', 'SPATIAL', 'DATASETS', 'SPATIAL_POINTS', 'DensityData', 'load_digits_data', 'DataError',
-           'cache_dir', 'load_torchvision_images', 'toy_data', 'load_tabular', 'write_synthetic_tabular',
+           'cache_dir', 'load_torchvision_images', 'toy_data', 'write_synthetic_tabular', 'load_tabular',
            'load_sklearn_tabular', 'split_validation', 'load_data', 'load_spatial', 'dataset_shape', 'grid_scale',
            'image_grid', 'save_image_grid']
 
@@ -297,7 +297,7 @@ def _frame_values(frame, name: str, source: str) -> np.ndarray:
             except (TypeError, ValueError) as e: raise DataError(f"{name}: column {col!r} of {source} is not numeric ({e})") from None
         raise
 
-# %% ../nbs/11_data.ipynb #3d65864e
+# %% ../nbs/11_data.ipynb #13909712
 TABULAR = {'power': 6, 'gas': 8, 'hepmass': 21, 'miniboone': 43, 'bsds300': 63}   # published dimensions
 _TABULAR_FILES = {'power': ['power/data.npy'], 'gas': ['gas/ethylene_CO.pickle'],
                   'hepmass': ['hepmass/1000_train.csv', 'hepmass/1000_test.csv'],
@@ -327,6 +327,7 @@ def _split_off(data, name: str, fraction: float = 0.1):
     if n < 1: raise DataError(f"{name}: only {len(data)} rows, too few to split off {fraction:.0%}")
     return data[:len(data) - n], data[len(data) - n:]
 
+# %% ../nbs/11_data.ipynb #4afbecf3
 def _load_array(path: Path, name: str, columns: int | None = None) -> np.ndarray:
     try: data = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e: raise DataError(f"{name}: {path} is not a readable .npy file ({e})") from None
@@ -341,83 +342,6 @@ def _normalise(train, valid, test, stats, name: str, source):
         raise DataError(f"{name}: column {int(np.flatnonzero(s == 0)[0])} (counted from 0, after preprocessing) of {source} "
                         f"is constant over the {len(stats):,} training and validation rows; standardising it would divide by zero")
     return [(a - mu) / s for a in (train, valid, test)]
-
-_POWER_USED = [0, 2, 4, 5, 6, 7]   # MAF drops column 1 (global reactive power) and 3 (global intensity)
-
-def _power(paths):
-    data = _load_array(paths[0], 'power', columns=8)
-    _check_values(data[:, _POWER_USED], 'power', paths[0], columns=[f"column {j} (counted from 0)" for j in _POWER_USED])
-    rng = np.random.RandomState(42)
-    rng.shuffle(data)
-    n = len(data)
-    data = np.delete(np.delete(data, 3, axis=1), 1, axis=1)          # global intensity, global reactive power
-    voltage, gap, sub_metering = 0.01 * rng.rand(n, 1), 0.001 * rng.rand(n, 1), rng.rand(n, 3)   # MAF's draw order
-    data = data + np.hstack((gap, voltage, sub_metering, np.zeros((n, 1))))
-    rest, test = _split_off(data, 'power'); train, valid = _split_off(rest, 'power')
-    return _normalise(train, valid, test, np.vstack((train, valid)), 'power', paths[0])
-
-def _gas(paths):
-    pd = _optional('pandas', 'gas')
-    try: frame = pd.read_pickle(paths[0])
-    except Exception as e: raise DataError(f"gas: {paths[0]} is not a readable pandas pickle ({type(e).__name__}: {e})") from None
-    missing = {'Meth', 'Eth', 'Time'} - set(frame.columns)
-    if missing: raise DataError(f"gas: {paths[0]} lacks the columns {sorted(missing)}; is it MAF's ethylene_CO.pickle?")
-    frame = frame.drop(columns=['Meth', 'Eth', 'Time'])
-    _check_values(_frame_values(frame, 'gas', paths[0]), 'gas', paths[0], columns=[f"column {c!r}" for c in frame.columns],
-                  where=lambda i: f"row {i} (counted from 0)")
-    def correlated(f): return (f.corr() > 0.98).values.sum(axis=1)
-    while np.any(correlated(frame) > 1):                              # drop the first of each highly correlated pair
-        frame = frame.drop(columns=frame.columns[np.where(correlated(frame) > 1)[0][0]])
-    data = ((frame - frame.mean()) / frame.std()).values.astype(np.float64)
-    rest, test = _split_off(data, 'gas'); train, valid = _split_off(rest, 'gas')
-    return train, valid, test
-
-def _hepmass(paths):
-    pd = _optional('pandas', 'hepmass')
-    try: train, test = (pd.read_csv(p, index_col=False) for p in paths)
-    except Exception as e: raise DataError(f"hepmass: cannot read {paths[0].parent}/1000_*.csv ({type(e).__name__}: {e})") from None
-    train = train[train[train.columns[0]] == 1].drop(columns=train.columns[0])    # signal rows, without the label
-    test = test[test[test.columns[0]] == 1].drop(columns=test.columns[0])
-    test = test.drop(columns=test.columns[-1])                                     # the test file has one extra column
-    for frame, path, stats in ((train, paths[0], True), (test, paths[1], False)):   # constant only matters where mu, s come from
-        _check_values(_frame_values(frame, 'hepmass', path), 'hepmass', path, rows='signal rows (label 1)', constant=stats,
-                      where=lambda i, index=frame.index: f"line {int(index[i]) + 2}", columns=[f"column {c!r}" for c in frame.columns])
-    mu, s = train.mean(), train.std()
-    train, test = ((train - mu) / s).values, ((test - mu) / s).values
-    # drop features whose lowest value repeats more than 5 times (MAF: they are discrete, not continuous)
-    keep = [j for j in range(train.shape[1]) if (train[:, j] == train[:, j].min()).sum() <= 5]
-    train, test = train[:, keep].astype(np.float64), test[:, keep].astype(np.float64)
-    if train.shape[1] != test.shape[1] or not (np.isfinite(train).all() and np.isfinite(test).all()):
-        raise DataError(f"hepmass: the train and test files do not have matching numeric columns; expected MAF's 1000_train/test.csv")
-    train, valid = _split_off(train, 'hepmass')
-    return train, valid, test
-
-def _miniboone(paths):
-    data = _load_array(paths[0], 'miniboone')
-    _check_values(data, 'miniboone', paths[0])
-    rest, test = _split_off(data, 'miniboone'); train, valid = _split_off(rest, 'miniboone')
-    return _normalise(train, valid, test, np.vstack((train, valid)), 'miniboone', paths[0])
-
-def _bsds300(paths):
-    h5py = _optional('h5py', 'bsds300')
-    try:
-        with h5py.File(paths[0], 'r') as f: splits = [np.asarray(f[k], dtype=np.float64) for k in ('train', 'validation', 'test')]
-    except (OSError, KeyError, TypeError, ValueError) as e:
-        raise DataError(f"bsds300: {paths[0]} is not MAF's BSDS300.hdf5 with train/validation/test ({e})") from None
-    for key, split in zip(('train', 'validation', 'test'), splits):
-        if split.ndim != 2: raise DataError(f"bsds300: {paths[0]}[{key!r}] has shape {split.shape}; expected (rows, 63)")
-        _check_values(split, 'bsds300', f"{paths[0]}[{key!r}]", constant=key == 'train')
-    return splits
-
-_TABULAR_LOADERS = {'power': _power, 'gas': _gas, 'hepmass': _hepmass, 'miniboone': _miniboone, 'bsds300': _bsds300}
-
-def load_tabular(name: str, data_dir: str | Path | None = None) -> DensityData:
-    "Load one of the five tabular benchmarks ('power', 'gas', 'hepmass', 'miniboone', 'bsds300') from MAF's files, preprocessed as MAF"
-    if name not in TABULAR: raise DataError(f"unknown tabular dataset {name!r}; choose from {', '.join(TABULAR)}")
-    train, valid, test = _TABULAR_LOADERS[name](_tabular_paths(name, data_dir))
-    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    return DensityData(name, as_tensor(train), as_tensor(test), None, valid=as_tensor(valid),
-                       note=f"MAF preprocessing; {len(train):,} train / {len(valid):,} validation / {len(test):,} test rows")
 
 # %% ../nbs/11_data.ipynb #9b1f64a2
 def _mixture(rng, dims: int, components: int = 3):
@@ -458,6 +382,86 @@ def write_synthetic_tabular(root: str | Path, rows: int = 400, seed: int = 0) ->
     with h5py.File(root / 'BSDS300/BSDS300.hdf5', 'w') as f:
         for k, n in [('train', rows), ('validation', rows // 4), ('test', rows // 2)]: f[k] = bsds(n)
     return root
+
+# %% ../nbs/11_data.ipynb #82632be1
+_POWER_USED = [0, 2, 4, 5, 6, 7]   # MAF drops column 1 (global reactive power) and 3 (global intensity)
+
+def _power(paths):
+    data = _load_array(paths[0], 'power', columns=8)
+    _check_values(data[:, _POWER_USED], 'power', paths[0], columns=[f"column {j} (counted from 0)" for j in _POWER_USED])
+    rng = np.random.RandomState(42)
+    rng.shuffle(data)
+    n = len(data)
+    data = np.delete(np.delete(data, 3, axis=1), 1, axis=1)          # global intensity, global reactive power
+    voltage, gap, sub_metering = 0.01 * rng.rand(n, 1), 0.001 * rng.rand(n, 1), rng.rand(n, 3)   # MAF's draw order
+    data = data + np.hstack((gap, voltage, sub_metering, np.zeros((n, 1))))
+    rest, test = _split_off(data, 'power'); train, valid = _split_off(rest, 'power')
+    return _normalise(train, valid, test, np.vstack((train, valid)), 'power', paths[0])
+
+def _gas(paths):
+    pd = _optional('pandas', 'gas')
+    try: frame = pd.read_pickle(paths[0])
+    except Exception as e: raise DataError(f"gas: {paths[0]} is not a readable pandas pickle ({type(e).__name__}: {e})") from None
+    missing = {'Meth', 'Eth', 'Time'} - set(frame.columns)
+    if missing: raise DataError(f"gas: {paths[0]} lacks the columns {sorted(missing)}; is it MAF's ethylene_CO.pickle?")
+    frame = frame.drop(columns=['Meth', 'Eth', 'Time'])
+    _check_values(_frame_values(frame, 'gas', paths[0]), 'gas', paths[0], columns=[f"column {c!r}" for c in frame.columns],
+                  where=lambda i: f"row {i} (counted from 0)")
+    def correlated(f): return (f.corr() > 0.98).values.sum(axis=1)
+    while np.any(correlated(frame) > 1):                              # drop the first of each highly correlated pair
+        frame = frame.drop(columns=frame.columns[np.where(correlated(frame) > 1)[0][0]])
+    data = ((frame - frame.mean()) / frame.std()).values.astype(np.float64)
+    rest, test = _split_off(data, 'gas'); train, valid = _split_off(rest, 'gas')
+    return train, valid, test
+
+# %% ../nbs/11_data.ipynb #d3b542d5
+def _hepmass(paths):
+    pd = _optional('pandas', 'hepmass')
+    try: train, test = (pd.read_csv(p, index_col=False) for p in paths)
+    except Exception as e: raise DataError(f"hepmass: cannot read {paths[0].parent}/1000_*.csv ({type(e).__name__}: {e})") from None
+    train = train[train[train.columns[0]] == 1].drop(columns=train.columns[0])    # signal rows, without the label
+    test = test[test[test.columns[0]] == 1].drop(columns=test.columns[0])
+    test = test.drop(columns=test.columns[-1])                                     # the test file has one extra column
+    for frame, path, stats in ((train, paths[0], True), (test, paths[1], False)):   # constant only matters where mu, s come from
+        _check_values(_frame_values(frame, 'hepmass', path), 'hepmass', path, rows='signal rows (label 1)', constant=stats,
+                      where=lambda i, index=frame.index: f"line {int(index[i]) + 2}", columns=[f"column {c!r}" for c in frame.columns])
+    mu, s = train.mean(), train.std()
+    train, test = ((train - mu) / s).values, ((test - mu) / s).values
+    # drop features whose lowest value repeats more than 5 times (MAF: they are discrete, not continuous)
+    keep = [j for j in range(train.shape[1]) if (train[:, j] == train[:, j].min()).sum() <= 5]
+    train, test = train[:, keep].astype(np.float64), test[:, keep].astype(np.float64)
+    if train.shape[1] != test.shape[1] or not (np.isfinite(train).all() and np.isfinite(test).all()):
+        raise DataError(f"hepmass: the train and test files do not have matching numeric columns; expected MAF's 1000_train/test.csv")
+    train, valid = _split_off(train, 'hepmass')
+    return train, valid, test
+
+def _miniboone(paths):
+    data = _load_array(paths[0], 'miniboone')
+    _check_values(data, 'miniboone', paths[0])
+    rest, test = _split_off(data, 'miniboone'); train, valid = _split_off(rest, 'miniboone')
+    return _normalise(train, valid, test, np.vstack((train, valid)), 'miniboone', paths[0])
+
+def _bsds300(paths):
+    h5py = _optional('h5py', 'bsds300')
+    try:
+        with h5py.File(paths[0], 'r') as f: splits = [np.asarray(f[k], dtype=np.float64) for k in ('train', 'validation', 'test')]
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"bsds300: {paths[0]} is not MAF's BSDS300.hdf5 with train/validation/test ({e})") from None
+    for key, split in zip(('train', 'validation', 'test'), splits):
+        if split.ndim != 2: raise DataError(f"bsds300: {paths[0]}[{key!r}] has shape {split.shape}; expected (rows, 63)")
+        _check_values(split, 'bsds300', f"{paths[0]}[{key!r}]", constant=key == 'train')
+    return splits
+
+# %% ../nbs/11_data.ipynb #5388d943
+_TABULAR_LOADERS = {'power': _power, 'gas': _gas, 'hepmass': _hepmass, 'miniboone': _miniboone, 'bsds300': _bsds300}
+
+def load_tabular(name: str, data_dir: str | Path | None = None) -> DensityData:
+    "Load one of the five tabular benchmarks ('power', 'gas', 'hepmass', 'miniboone', 'bsds300') from MAF's files, preprocessed as MAF"
+    if name not in TABULAR: raise DataError(f"unknown tabular dataset {name!r}; choose from {', '.join(TABULAR)}")
+    train, valid, test = _TABULAR_LOADERS[name](_tabular_paths(name, data_dir))
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    return DensityData(name, as_tensor(train), as_tensor(test), None, valid=as_tensor(valid),
+                       note=f"MAF preprocessing; {len(train):,} train / {len(valid):,} validation / {len(test):,} test rows")
 
 # %% ../nbs/11_data.ipynb #e5409885
 _SKLEARN_TABULAR = {'wine': 'load_wine', 'breast-cancer': 'load_breast_cancer'}

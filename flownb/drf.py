@@ -10,7 +10,7 @@ import math, warnings
 import torch
 from torch import nn, Tensor
 import torch.distributions as D
-from fastcore.basics import store_attr
+from fastcore.basics import store_attr, patch
 
 from .core import Transform, Bijection, Compose, Flow, Surjection, check_input, check_sizes, validation, as_shape
 from .nn import soft_clamp
@@ -73,26 +73,31 @@ class LowDimPrior(nn.Module):
 
     def _name(self): return f"LowDimPrior({'×'.join(map(str, self.shape))} from {self.noise_features})"
 
-    def dist(self) -> D.Distribution:
-        "The linear prior's marginal $\\mathcal N(b, AA^\\top + \\mathrm{diag}\\,\\sigma^2)$ as a `torch.distributions` object"
-        if not self.linear: raise ValueError(f"{self._name()}: only the linear prior has a closed-form marginal")
-        scale = soft_clamp(self.log_scale, self.max_log_scale).exp()
-        return D.LowRankMultivariateNormal(self.loc, self.factor, scale.square())
+# %% ../nbs/10_drf.ipynb #a64c2660
+@patch
+def dist(self: LowDimPrior) -> D.Distribution:
+    "The linear prior's marginal $\\mathcal N(b, AA^\\top + \\mathrm{diag}\\,\\sigma^2)$ as a `torch.distributions` object"
+    if not self.linear: raise ValueError(f"{self._name()}: only the linear prior has a closed-form marginal")
+    scale = soft_clamp(self.log_scale, self.max_log_scale).exp()
+    return D.LowRankMultivariateNormal(self.loc, self.factor, scale.square())
 
-    def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        "Exact $\\log p(z)$ (linear) or its one-sample ELBO (nonlinear), shape `(batch,)`"
-        check_input(self._name(), z, self.shape)
-        flat = z.reshape(z.shape[0], -1)
-        if self.linear: return self.dist().log_prob(flat)
-        eps, elbo_terms = self.vae(flat, context)
-        return elbo_terms + self.noise.log_prob(eps)
+@patch
+def log_prob(self: LowDimPrior, z: Tensor, context: Tensor | None = None) -> Tensor:
+    "Exact $\\log p(z)$ (linear) or its one-sample ELBO (nonlinear), shape `(batch,)`"
+    check_input(self._name(), z, self.shape)
+    flat = z.reshape(z.shape[0], -1)
+    if self.linear: return self.dist().log_prob(flat)
+    eps, elbo_terms = self.vae(flat, context)
+    return elbo_terms + self.noise.log_prob(eps)
 
-    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
-        "`n` draws: $\\varepsilon \\sim \\mathcal N(0, I_k)$, then $z \\sim p(z \\mid \\varepsilon)$"
-        flat = self.dist().rsample((n,)) if self.linear else self.vae.inverse(self.noise.sample(n), context)
-        return flat.reshape(n, *self.shape)
+@patch
+def sample(self: LowDimPrior, n: int, context: Tensor | None = None) -> Tensor:
+    "`n` draws: $\\varepsilon \\sim \\mathcal N(0, I_k)$, then $z \\sim p(z \\mid \\varepsilon)$"
+    flat = self.dist().rsample((n,)) if self.linear else self.vae.inverse(self.noise.sample(n), context)
+    return flat.reshape(n, *self.shape)
 
-    def extra_repr(self): return f"shape={self.shape}, noise_features={self.noise_features}, linear={self.linear}"
+@patch
+def extra_repr(self: LowDimPrior): return f"shape={self.shape}, noise_features={self.noise_features}, linear={self.linear}"
 
 # %% ../nbs/10_drf.ipynb #c11abdf4
 def likelihood_contributions(segment: Transform | None,   # shape-preserving bijections since the last factor-out (None: none)
@@ -164,66 +169,62 @@ class LCMASplit(Surjection):
 
     def _name(self): return f"LCMASplit({'×'.join(map(str, self.shape))}→{self.keep})"
 
-    @torch.no_grad()
-    def fit(self, scores: Tensor) -> LCMASplit:
-        "Freeze the selection: at every pixel keep the `keep` lowest-scoring channels (features), factor out the rest"
-        self._check_scores(scores, 'fit')
-        self.scores.copy_(scores); self.seen.fill_(1); self._choose(); self.fitted.fill_(True)
-        return self
-
-    def _check_scores(self, scores: Tensor, method: str):
-        if tuple(scores.shape) != self.shape:
-            raise ValueError(f"{self._name()}.{method}: scores must have the input's shape {self.shape}, got {tuple(scores.shape)}")
-        if not torch.isfinite(scores).all(): raise ValueError(f"{self._name()}.{method}: scores contain NaN or inf")
-
-    def _choose(self): self.order.copy_(self.scores.argsort(dim=0, stable=True))
-
-    @torch.no_grad()
-    def accumulate(self, scores: Tensor, momentum: float | None = None) -> LCMASplit:
-        "Average `scores` into the running scores (cumulative mean, or exponential with `momentum`) and re-choose; refused once frozen"
-        if self.frozen: raise ValueError(f"{self._name()}.accumulate: the selection is frozen; it no longer changes")
-        if momentum is not None and not (isinstance(momentum, float) and 0.0 <= momentum < 1.0):
-            raise ValueError(f"{self._name()}.accumulate: momentum must be a float in [0, 1) or None, got {momentum!r}")
-        self._check_scores(scores, 'accumulate')
-        self.seen.add_(1)
-        weight = 1.0 / self.seen.item() if momentum is None or self.seen.item() == 1 else 1.0 - momentum
-        self.scores.add_(weight * (scores.to(self.scores) - self.scores)); self._choose()
-        return self
-
-    @torch.no_grad()
-    def freeze(self) -> LCMASplit:
-        "Fix the current selection for good: `accumulate` is refused from now on (the static split, if nothing was accumulated)"
-        self.fitted.fill_(True); return self
-
-    @property
-    def frozen(self) -> bool:
-        "True once the selection is fixed (by `fit` or `freeze`)"
-        return bool(self.fitted)
+    def _input_patterns(self, inverse: bool) -> list | None:
+        return [(self.keep,) + self.shape[1:]] if inverse else [self.shape]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         state_dict.setdefault(prefix + 'seen', torch.tensor(int(bool(state_dict.get(prefix + 'fitted', False)))))   # checkpoints from before `seen`
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    @property
-    def kept_mask(self) -> Tensor:
-        "Boolean tensor of the input's shape: True where a dimension continues through the flow"
-        mask = torch.zeros(self.shape, dtype=torch.bool, device=self.order.device)
-        return mask.scatter_(0, self.order[:self.keep], True)
-
-    def _input_patterns(self, inverse: bool) -> list | None:
-        return [(self.keep,) + self.shape[1:]] if inverse else [self.shape]
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        h = x.gather(1, self.order.expand(x.shape))
-        z, dropped = h[:, :self.keep], h[:, self.keep:]
-        return z, self.dropped.log_prob(dropped, z, context)
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        dropped = self.dropped.draw(z, context, mean=self.noise_mean)
-        h = torch.cat([z, dropped], 1)
-        return torch.empty_like(h).scatter_(1, self.order.expand(h.shape), h)
-
     def extra_repr(self): return f"shape={self.shape}, keep={self.keep}, fitted={bool(self.fitted)}, seen={int(self.seen)}"
+
+# %% ../nbs/10_drf.ipynb #2a9aefc5
+@patch
+def _check_scores(self: LCMASplit, scores: Tensor, method: str):
+    if tuple(scores.shape) != self.shape:
+        raise ValueError(f"{self._name()}.{method}: scores must have the input's shape {self.shape}, got {tuple(scores.shape)}")
+    if not torch.isfinite(scores).all(): raise ValueError(f"{self._name()}.{method}: scores contain NaN or inf")
+
+@patch
+def _choose(self: LCMASplit): self.order.copy_(self.scores.argsort(dim=0, stable=True))
+
+@patch
+@torch.no_grad()
+def fit(self: LCMASplit, scores: Tensor) -> LCMASplit:
+    "Freeze the selection: at every pixel keep the `keep` lowest-scoring channels (features), factor out the rest"
+    self._check_scores(scores, 'fit')
+    self.scores.copy_(scores); self.seen.fill_(1); self._choose(); self.fitted.fill_(True)
+    return self
+
+@patch
+@torch.no_grad()
+def freeze(self: LCMASplit) -> LCMASplit:
+    "Fix the current selection for good: `accumulate` is refused from now on (the static split, if nothing was accumulated)"
+    self.fitted.fill_(True); return self
+
+@patch(as_prop=True)
+def frozen(self: LCMASplit) -> bool:
+    "True once the selection is fixed (by `fit` or `freeze`)"
+    return bool(self.fitted)
+
+@patch(as_prop=True)
+def kept_mask(self: LCMASplit) -> Tensor:
+    "Boolean tensor of the input's shape: True where a dimension continues through the flow"
+    mask = torch.zeros(self.shape, dtype=torch.bool, device=self.order.device)
+    return mask.scatter_(0, self.order[:self.keep], True)
+
+# %% ../nbs/10_drf.ipynb #d9e5f9df
+@patch
+def forward(self: LCMASplit, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    h = x.gather(1, self.order.expand(x.shape))
+    z, dropped = h[:, :self.keep], h[:, self.keep:]
+    return z, self.dropped.log_prob(dropped, z, context)
+
+@patch
+def inverse(self: LCMASplit, z: Tensor, context: Tensor | None = None) -> Tensor:
+    dropped = self.dropped.draw(z, context, mean=self.noise_mean)
+    h = torch.cat([z, dropped], 1)
+    return torch.empty_like(h).scatter_(1, self.order.expand(h.shape), h)
 
 # %% ../nbs/10_drf.ipynb #d42d631d
 def _leaf_transforms(t: Transform):
@@ -255,6 +256,20 @@ def fit_lcma(flow: Flow,                 # a flow containing `LCMASplit` layers
         layer.fit(scores); fitted.append(layer)
     return fitted
 
+
+# %% ../nbs/10_drf.ipynb #198b9d3c
+@patch
+@torch.no_grad()
+def accumulate(self: LCMASplit, scores: Tensor, momentum: float | None = None) -> LCMASplit:
+    "Average `scores` into the running scores (cumulative mean, or exponential with `momentum`) and re-choose; refused once frozen"
+    if self.frozen: raise ValueError(f"{self._name()}.accumulate: the selection is frozen; it no longer changes")
+    if momentum is not None and not (isinstance(momentum, float) and 0.0 <= momentum < 1.0):
+        raise ValueError(f"{self._name()}.accumulate: momentum must be a float in [0, 1) or None, got {momentum!r}")
+    self._check_scores(scores, 'accumulate')
+    self.seen.add_(1)
+    weight = 1.0 / self.seen.item() if momentum is None or self.seen.item() == 1 else 1.0 - momentum
+    self.scores.add_(weight * (scores.to(self.scores) - self.scores)); self._choose()
+    return self
 
 # %% ../nbs/10_drf.ipynb #6b1bef9a
 @torch.no_grad()

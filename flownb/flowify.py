@@ -16,17 +16,19 @@ from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.utils import _pair
+from fastcore.basics import patch
 
 from .core import Transform, Bijection, Compose, check_sizes, check_positive, checks_active, sum_per_sample, use_noise_mean
 from .bijections import LeakyReLU, Reshape, PReLU, Flatten
 from .flowify_linear import FlowLinear, SVDFactors
 from .flowify_conv import FlowConv2d, FlowPad2d
 
-_all_ = ['FlowLinear', 'FlowConv2d', 'FlowPad2d', 'SVDFactors', 'use_noise_mean', 'PReLU', 'Flatten']
-
 # %% auto #0
 __all__ = ['Tanh', 'Sigmoid', 'ELU', 'FlowBatchNorm', 'flowify', 'FlowLinear', 'FlowConv2d', 'FlowPad2d', 'SVDFactors',
            'use_noise_mean', 'PReLU', 'Flatten']
+
+# %% ../nbs/06_flowify.ipynb #39d05b4e
+_all_ = ['FlowLinear', 'FlowConv2d', 'FlowPad2d', 'SVDFactors', 'use_noise_mean', 'PReLU', 'Flatten']
 
 # %% ../nbs/06_flowify.ipynb #a668e6ea
 class _OntoInterval(Bijection):
@@ -45,6 +47,7 @@ class _OntoInterval(Bijection):
                                  f"{type(self).__name__} maps onto {self._range()}, so only latents in that set come from a data point: "
                                  "a flow that ends in it needs a base distribution on that set (e.g. a uniform one), see 06_flowify")
 
+# %% ../nbs/06_flowify.ipynb #dadbb882
 class Tanh(_OntoInterval):
     """Flowified `nn.Tanh`: $z = \\tanh x$, a bijection of the real line onto $(-1, 1)$, $\\texttt{ldj} = \\sum \\log(1 - \\tanh^2 x)$.
 
@@ -70,6 +73,7 @@ class Tanh(_OntoInterval):
         self._check_range(z, 'Tanh.inverse')
         return torch.atanh(z)
 
+# %% ../nbs/06_flowify.ipynb #40cfc426
 class Sigmoid(_OntoInterval):
     """Flowified `nn.Sigmoid`: $z = \\sigma(x)$, a bijection of the real line onto $(0, 1)$, $\\texttt{ldj} = \\sum \\log \\sigma(x)(1 - \\sigma(x))$.
 
@@ -94,6 +98,7 @@ class Sigmoid(_OntoInterval):
         self._check_range(z, 'Sigmoid.inverse')
         return torch.log(z) - torch.log1p(-z)
 
+# %% ../nbs/06_flowify.ipynb #febb278e
 class ELU(_OntoInterval):
     """Flowified `nn.ELU`: $z = x$ for $x > 0$, $\\alpha(e^x - 1)$ otherwise; a bijection of the real line onto $(-\\alpha, \\infty)$.
 
@@ -163,25 +168,6 @@ class FlowBatchNorm(Bijection):
         self.shift = nn.Parameter(torch.zeros(num_features))       # b_c
         self.register_buffer('sign', torch.ones(num_features))     # sign of a_c, fixed
 
-    @classmethod
-    def from_batchnorm(cls, bn: _BatchNorm) -> 'FlowBatchNorm':
-        "The eval-mode map of `bn` (its running statistics and affine weights) as a bijection"
-        if not isinstance(bn, _BatchNorm): raise TypeError(f"FlowBatchNorm.from_batchnorm: expected an nn.BatchNorm1d/2d, got {type(bn).__name__}")
-        if bn.running_mean is None:
-            raise TypeError(f"FlowBatchNorm.from_batchnorm: {bn} has no running statistics (track_running_stats=False), so it always "
-                            "normalizes with the statistics of its batch, and one sample's density would depend on the batch")
-        like = bn.running_mean
-        gamma = bn.weight.detach() if bn.affine else torch.ones_like(like)
-        beta = bn.bias.detach() if bn.affine else torch.zeros_like(like)
-        a = gamma / torch.sqrt(bn.running_var + bn.eps)
-        if (a == 0).any():
-            raise TypeError(f"FlowBatchNorm.from_batchnorm: {bn} has weight 0 on channel(s) {(a == 0).nonzero().flatten().tolist()}, "
-                            "which maps every input to the bias: not invertible")
-        layer = cls(bn.num_features).to(like)
-        with torch.no_grad():
-            layer.log_scale.copy_(a.abs().log()); layer.shift.copy_(beta - a * bn.running_mean); layer.sign.copy_(a.sign())
-        return layer
-
     def _name(self): return f'FlowBatchNorm({self.num_features})'
 
     def _per_channel(self, v: Tensor, x: Tensor) -> Tensor: return v.reshape(1, -1, *([1] * (x.dim() - 2)))
@@ -204,6 +190,26 @@ class FlowBatchNorm(Bijection):
 
     def extra_repr(self): return f'{self.num_features}'
 
+# %% ../nbs/06_flowify.ipynb #b9e5aae4
+@patch(cls_method=True)
+def from_batchnorm(cls: FlowBatchNorm, bn: _BatchNorm) -> 'FlowBatchNorm':
+    "The eval-mode map of `bn` (its running statistics and affine weights) as a bijection"
+    if not isinstance(bn, _BatchNorm): raise TypeError(f"FlowBatchNorm.from_batchnorm: expected an nn.BatchNorm1d/2d, got {type(bn).__name__}")
+    if bn.running_mean is None:
+        raise TypeError(f"FlowBatchNorm.from_batchnorm: {bn} has no running statistics (track_running_stats=False), so it always "
+                        "normalizes with the statistics of its batch, and one sample's density would depend on the batch")
+    like = bn.running_mean
+    gamma = bn.weight.detach() if bn.affine else torch.ones_like(like)
+    beta = bn.bias.detach() if bn.affine else torch.zeros_like(like)
+    a = gamma / torch.sqrt(bn.running_var + bn.eps)
+    if (a == 0).any():
+        raise TypeError(f"FlowBatchNorm.from_batchnorm: {bn} has weight 0 on channel(s) {(a == 0).nonzero().flatten().tolist()}, "
+                        "which maps every input to the bias: not invertible")
+    layer = cls(bn.num_features).to(like)
+    with torch.no_grad():
+        layer.log_scale.copy_(a.abs().log()); layer.shift.copy_(beta - a * bn.running_mean); layer.sign.copy_(a.sign())
+    return layer
+
 # %% ../nbs/06_flowify.ipynb #b5aa5630
 _UNSUPPORTED_REASONS = {
     nn.ReLU: 'ReLU is not injective: every negative input maps to 0, so there is no inverse and no density; use nn.LeakyReLU '
@@ -220,12 +226,14 @@ _SUPPORTED = ('nn.Linear, nn.Conv2d, nn.BatchNorm1d/2d, nn.AvgPool2d, nn.LeakyRe
               'nn.ZeroPad2d, nn.Flatten, nn.Unflatten, nn.Identity, nested nn.Sequential, traceable nn.Modules and flownb transforms')
 _ELEMENTWISE = (nn.LeakyReLU, nn.PReLU, nn.ReLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.Identity, _BatchNorm, _DropoutNd)
 
+# %% ../nbs/06_flowify.ipynb #8a064192
 def _options_for(spec, module: nn.Module, path: str) -> dict:
     "The extra arguments for one layer: a dict shared by every layer, or a function of the torch layer returning one"
     options = spec(module) if callable(spec) else spec
     if not isinstance(options, dict): raise TypeError(f"flowify: the options for {path} must be a dict, got {type(options).__name__}")
     return options
 
+# %% ../nbs/06_flowify.ipynb #de4b56dd
 class _View(nn.Module):
     "`x.view(batch, *shape)` (or `reshape`) of a traced network: a layer whose flowified form waits for its input shape"
     def __init__(self, shape: Sequence[int]):
@@ -251,6 +259,7 @@ def _batch_norm(bn: _BatchNorm, where: str, label: str, build) -> FlowBatchNorm:
     try: return FlowBatchNorm.from_batchnorm(bn)
     except TypeError as e: raise TypeError(f"flowify: cannot flowify {where} ({label}): {e}") from None
 
+# %% ../nbs/06_flowify.ipynb #5c887545
 def _avg_pool(pool: nn.AvgPool2d, where: str, shape: tuple | None, build) -> FlowConv2d:
     "Average pooling as the convolution it is: each channel's window averaged by a fixed kernel $1/k^2$"
     if shape is None: raise TypeError(f"flowify: {where} ({pool}) needs the number of channels: call flowify(module, input_shape=...)")
@@ -269,6 +278,7 @@ def _avg_pool(pool: nn.AvgPool2d, where: str, shape: tuple | None, build) -> Flo
     layer.svd.requires_grad_(False)   # the kernel stays an average; only the density of the detail it drops is learned
     return layer
 
+# %% ../nbs/06_flowify.ipynb #fa261dd2
 def _convert(module: nn.Module, where: str, label: str, shape: tuple | None, build) -> Transform | None:
     "One flowified layer for `module` (None for an identity); `where` and `label` name it in messages"
     for cls, make in build.converters.items():
@@ -323,6 +333,7 @@ def _convert(module: nn.Module, where: str, label: str, shape: tuple | None, bui
                   f'{type(module).__name__} has no flowified counterpart; supported: {_SUPPORTED}')
     raise TypeError(f"flowify: cannot flowify {where} ({label}): {reason}")
 
+# %% ../nbs/06_flowify.ipynb #137b19a8
 def _leaves(module: nn.Module, prefix: str = ''):
     "Depth-first (path, module) pairs of a possibly nested nn.Sequential"
     for name, child in module.named_children():
@@ -351,6 +362,7 @@ def _refs(node: fx.Node) -> list[fx.Node]:
     fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
     return found
 
+# %% ../nbs/06_flowify.ipynb #1310b632
 def _data_and_shape_nodes(graph: fx.Graph) -> tuple[set, set]:
     "Nodes that carry the data (depend on an input), and the shape queries about them (`x.size(0)`, `x.shape[1:]`, `len(x)`)"
     data, meta = set(), set()
@@ -377,6 +389,7 @@ def _is_batch_size(n, data: set) -> bool:
                                         or (src.op == 'call_method' and src.target == 'size' and len(src.args) == 1 and not src.kwargs))
     return False
 
+# %% ../nbs/06_flowify.ipynb #d765c2f4
 class _ShapeUnknown(Exception): pass
 
 def _evaluate(arg, root: nn.Module, data: set, env: dict, batch: int):
@@ -425,6 +438,7 @@ def _pad_of(kw) -> nn.Module | None:
 def _dropout_of(cls):
     return lambda kw: cls(kw.get('p', 0.5)).train(bool(kw.get('training', True)))
 
+# %% ../nbs/06_flowify.ipynb #082d32a0
 # functions of a traced forward and the torch layer each one stands for: flowify converts that layer
 _FUNCTIONS = {
     F.linear: ('F.linear', _linear_of), F.conv2d: ('F.conv2d', _conv2d_of), F.prelu: ('F.prelu', _prelu_of),
@@ -479,6 +493,7 @@ def _reshape_of(node: fx.Node, label: str, where: str, root, data, env) -> _View
         raise TypeError(f"flowify: cannot flowify {where} ({label}): it reshapes to ({shown}) with two -1s; write the batch as x.size(0)")
     return _View(sizes[0])
 
+# %% ../nbs/06_flowify.ipynb #6a930754
 def _call_as_module(node: fx.Node, current: fx.Node, root: nn.Module, data: set, env: dict, probe, where: str):
     "The torch layer that a call_function or call_method node stands for, and the call's name"
     label = _call_label(node)
@@ -502,6 +517,7 @@ def _call_as_module(node: fx.Node, current: fx.Node, root: nn.Module, data: set,
         raise TypeError(f"flowify: cannot flowify {where} ({label}): {label} has no flowified counterpart; supported calls: {_CALLS_SUPPORTED}")
     return module, label
 
+# %% ../nbs/06_flowify.ipynb #fe79a34e
 def _traced_steps(module: nn.Module, prefix: str, build):
     "The (where, label, torch layer) steps of a traced module whose graph is a chain, checked node by node"
     graph = _trace(module)
@@ -590,48 +606,52 @@ class _Build:
                 if layer.svd.bias is not None: layer.svd.bias.zero_()
         return layer
 
-    def add(self, where: str, child: nn.Module, label: str | None = None):
-        "Flowify one torch layer (or pass a transform through) and carry the shape probe past it"
-        label = label or type(child).__name__
-        if self.inferring:
-            if isinstance(child, (nn.Linear, FlowLinear)):
-                self.probe = torch.zeros(1, child.in_features)
-                self.shape_from = f'the input shape ({child.in_features},) read from {where} ({label})'
-            self.inferring = self.probe is None and isinstance(child, _ELEMENTWISE)
-        layer = _convert(child, where, label, None if self.probe is None else tuple(self.probe.shape), self)
-        if layer is not None: self.layers.append(layer); self.origins.append((where, label, layer is not child))
-        if self.probe is None: return
-        shape_only = layer if isinstance(child, (_BatchNorm, _DropoutNd)) else child   # never run these in training mode
-        if shape_only is None: return
-        with torch.no_grad():
-            try: self.probe = _probe(shape_only, self.probe)
-            except (RuntimeError, ValueError) as e:
-                if not self.shape_given: self.probe = None; return   # a shape read from the first Linear: stop tracking it, as before
-                what = repr(child) if '\n' not in repr(child) else type(child).__name__   # one line: a layer with children by its class
-                raise ValueError(f"flowify: {self.shape_from} does not fit {where} ({what}): {e}") from None
+# %% ../nbs/06_flowify.ipynb #88a37097
+@patch
+def add(self: _Build, where: str, child: nn.Module, label: str | None = None):
+    "Flowify one torch layer (or pass a transform through) and carry the shape probe past it"
+    label = label or type(child).__name__
+    if self.inferring:
+        if isinstance(child, (nn.Linear, FlowLinear)):
+            self.probe = torch.zeros(1, child.in_features)
+            self.shape_from = f'the input shape ({child.in_features},) read from {where} ({label})'
+        self.inferring = self.probe is None and isinstance(child, _ELEMENTWISE)
+    layer = _convert(child, where, label, None if self.probe is None else tuple(self.probe.shape), self)
+    if layer is not None: self.layers.append(layer); self.origins.append((where, label, layer is not child))
+    if self.probe is None: return
+    shape_only = layer if isinstance(child, (_BatchNorm, _DropoutNd)) else child   # never run these in training mode
+    if shape_only is None: return
+    with torch.no_grad():
+        try: self.probe = _probe(shape_only, self.probe)
+        except (RuntimeError, ValueError) as e:
+            if not self.shape_given: self.probe = None; return   # a shape read from the first Linear: stop tracking it, as before
+            what = repr(child) if '\n' not in repr(child) else type(child).__name__   # one line: a layer with children by its class
+            raise ValueError(f"flowify: {self.shape_from} does not fit {where} ({what}): {e}") from None
 
-    def finish(self) -> Compose:
-        "Check where bounded activations sit, warn about what changed, and compose"
-        for i, (layer, (where, label, converted)) in enumerate(zip(self.layers, self.origins)):
-            if not (converted and isinstance(layer, _OntoInterval)): continue
-            after = next((j for j in range(i + 1, len(self.layers)) if not isinstance(self.layers[j], (Flatten, Reshape))), None)
-            if after is not None:
-                later, later_label, _ = self.origins[after]
-                raise TypeError(
-                    f"flowify: cannot flowify {where} ({label}) inside the network: it maps onto {layer._range()}, but {later} "
-                    f"({later_label}) comes after it, and in sampling that layer's inverse can return any real value, also values "
-                    f"outside {layer._range()}, where {label} has no inverse; the density too would put mass on latents that no "
-                    "input reaches (it would integrate to less than one). A bounded activation is flowified as the last layer only, "
-                    "where the base density can live on its range; inside a network use nn.LeakyReLU, nn.PReLU or flownb.bijections.RQSpline")
-        if self.replaced:
-            warnings.warn(f"flowify: replaced {len(self.replaced)} ReLU(s) ({', '.join(self.replaced)}) by LeakyReLU({self.relu_slope:g}) "
-                          "as relu_slope asks: the flow computes a different function from the module wherever a pre-activation is negative",
-                          stacklevel=3)
-        if self.frozen:
-            warnings.warn(f"flowify: {', '.join(self.frozen)} {'is' if len(self.frozen) == 1 else 'are'} in training mode, where "
-                          "BatchNorm normalizes each batch by its own statistics; the flow uses the running statistics, frozen, "
-                          "as module.eval() would (call .eval() before flowify to silence this)", stacklevel=3)
-        return Compose(*self.layers)
+# %% ../nbs/06_flowify.ipynb #77e22eb7
+@patch
+def finish(self: _Build) -> Compose:
+    "Check where bounded activations sit, warn about what changed, and compose"
+    for i, (layer, (where, label, converted)) in enumerate(zip(self.layers, self.origins)):
+        if not (converted and isinstance(layer, _OntoInterval)): continue
+        after = next((j for j in range(i + 1, len(self.layers)) if not isinstance(self.layers[j], (Flatten, Reshape))), None)
+        if after is not None:
+            later, later_label, _ = self.origins[after]
+            raise TypeError(
+                f"flowify: cannot flowify {where} ({label}) inside the network: it maps onto {layer._range()}, but {later} "
+                f"({later_label}) comes after it, and in sampling that layer's inverse can return any real value, also values "
+                f"outside {layer._range()}, where {label} has no inverse; the density too would put mass on latents that no "
+                "input reaches (it would integrate to less than one). A bounded activation is flowified as the last layer only, "
+                "where the base density can live on its range; inside a network use nn.LeakyReLU, nn.PReLU or flownb.bijections.RQSpline")
+    if self.replaced:
+        warnings.warn(f"flowify: replaced {len(self.replaced)} ReLU(s) ({', '.join(self.replaced)}) by LeakyReLU({self.relu_slope:g}) "
+                      "as relu_slope asks: the flow computes a different function from the module wherever a pre-activation is negative",
+                      stacklevel=3)
+    if self.frozen:
+        warnings.warn(f"flowify: {', '.join(self.frozen)} {'is' if len(self.frozen) == 1 else 'are'} in training mode, where "
+                      "BatchNorm normalizes each batch by its own statistics; the flow uses the running statistics, frozen, "
+                      "as module.eval() would (call .eval() before flowify to silence this)", stacklevel=3)
+    return Compose(*self.layers)
 
 # %% ../nbs/06_flowify.ipynb #e7948a7a
 def flowify(module: nn.Module,                        # an nn.Sequential (nested too), a traceable nn.Module whose graph is a chain, or one layer

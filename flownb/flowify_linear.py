@@ -10,7 +10,7 @@ from torch import nn, Tensor
 import torch.distributions as D
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import orthogonal
-from fastcore.basics import store_attr
+from fastcore.basics import store_attr, patch
 
 from .core import Surjection
 from .distributions import ConditionalNormal
@@ -47,48 +47,57 @@ class BlockHouseholder(nn.Module):
         self.vectors.copy_(y); self.signs.copy_(signs)
         return self
 
-    def _blocks(self):
-        "Per block of reflections: Y (d, k) and the upper-triangular S with H(y_1)⋯H(y_k) = I - Y S⁻¹ Yᵀ"
-        if self.vectors.shape[1] == 0: return
-        for y in self.vectors.split(self.block, dim=1):
-            g = y.T @ y
-            yield y, torch.triu(g, 1) + torch.diag_embed(g.diagonal() / 2)
+# %% ../nbs/04_flowify_linear.ipynb #b04a3ed1
+@patch
+def _blocks(self: BlockHouseholder):
+    "Per block of reflections: Y (d, k) and the upper-triangular S with H(y_1)⋯H(y_k) = I - Y S⁻¹ Yᵀ"
+    if self.vectors.shape[1] == 0: return
+    for y in self.vectors.split(self.block, dim=1):
+        g = y.T @ y
+        yield y, torch.triu(g, 1) + torch.diag_embed(g.diagonal() / 2)
 
-    def right(self, x: Tensor) -> Tensor:
-        "$xQ$ for row vectors `x` (..., d)"
-        # torch.autocast would run the products in bf16/fp16, where the triangular solves have no kernels (and the
-        # reflections lose orthogonality): the factors always apply in the parameters' own precision
-        with torch.autocast(x.device.type, enabled=False): return self._right(x.to(self.vectors.dtype))
+@patch
+def _reflect(self: BlockHouseholder, x: Tensor) -> Tensor:
+    for y, s in self._blocks():
+        x = x - torch.linalg.solve_triangular(s, x @ y, upper=True, left=False) @ y.T
+    return x * self.signs
 
-    def _formed(self, x: Tensor) -> bool:
-        "Whether forming Q (the reflections applied to the d×d identity) and one product beats applying them to `x`'s rows"
-        return self.form_large_batches and x.numel() > self.d * self.d   # more rows than d (measured break-even, below)
+@patch(as_prop=True)
+def weight(self: BlockHouseholder) -> Tensor:
+    "The matrix $Q$ itself, formed on request ($O(d^3)$; training never needs it)"
+    with torch.autocast(self.vectors.device.type, enabled=False):
+        return self._reflect(torch.eye(self.d, dtype=self.vectors.dtype, device=self.vectors.device))
 
-    def _right(self, x: Tensor) -> Tensor:
-        if self._formed(x): return x @ self._reflect(torch.eye(self.d, dtype=x.dtype, device=x.device))
-        return self._reflect(x)
+# %% ../nbs/04_flowify_linear.ipynb #61e16adc
+@patch
+def right(self: BlockHouseholder, x: Tensor) -> Tensor:
+    "$xQ$ for row vectors `x` (..., d)"
+    # torch.autocast would run the products in bf16/fp16, where the triangular solves have no kernels (and the
+    # reflections lose orthogonality): the factors always apply in the parameters' own precision
+    with torch.autocast(x.device.type, enabled=False): return self._right(x.to(self.vectors.dtype))
 
-    def _reflect(self, x: Tensor) -> Tensor:
-        for y, s in self._blocks():
-            x = x - torch.linalg.solve_triangular(s, x @ y, upper=True, left=False) @ y.T
-        return x * self.signs
+@patch
+def _formed(self: BlockHouseholder, x: Tensor) -> bool:
+    "Whether forming Q (the reflections applied to the d×d identity) and one product beats applying them to `x`'s rows"
+    return self.form_large_batches and x.numel() > self.d * self.d   # more rows than d (measured break-even, below)
 
-    def right_t(self, x: Tensor) -> Tensor:
-        "$xQ^\\top$ for row vectors `x` (..., d): undoes `right`"
-        with torch.autocast(x.device.type, enabled=False): return self._right_t(x.to(self.vectors.dtype))
+@patch
+def _right(self: BlockHouseholder, x: Tensor) -> Tensor:
+    if self._formed(x): return x @ self._reflect(torch.eye(self.d, dtype=x.dtype, device=x.device))
+    return self._reflect(x)
 
-    def _right_t(self, x: Tensor) -> Tensor:
-        if self._formed(x): return x @ self._reflect(torch.eye(self.d, dtype=x.dtype, device=x.device)).T
-        x = x * self.signs
-        for y, s in reversed(list(self._blocks())):
-            x = x - torch.linalg.solve_triangular(s.T, x @ y, upper=False, left=False) @ y.T
-        return x
+@patch
+def right_t(self: BlockHouseholder, x: Tensor) -> Tensor:
+    "$xQ^\\top$ for row vectors `x` (..., d): undoes `right`"
+    with torch.autocast(x.device.type, enabled=False): return self._right_t(x.to(self.vectors.dtype))
 
-    @property
-    def weight(self) -> Tensor:
-        "The matrix $Q$ itself, formed on request ($O(d^3)$; training never needs it)"
-        with torch.autocast(self.vectors.device.type, enabled=False):
-            return self._reflect(torch.eye(self.d, dtype=self.vectors.dtype, device=self.vectors.device))
+@patch
+def _right_t(self: BlockHouseholder, x: Tensor) -> Tensor:
+    if self._formed(x): return x @ self._reflect(torch.eye(self.d, dtype=x.dtype, device=x.device)).T
+    x = x * self.signs
+    for y, s in reversed(list(self._blocks())):
+        x = x - torch.linalg.solve_triangular(s.T, x @ y, upper=False, left=False) @ y.T
+    return x
 
 # %% ../nbs/04_flowify_linear.ipynb #b6f1d8e2
 class _HouseholderMap(nn.Module):
@@ -150,47 +159,55 @@ class SVDFactors(nn.Module):
         if isinstance(q, BlockHouseholder): return q.right_t(x) if transpose else q.right(x)
         return x @ (q.weight.T if transpose else q.weight)
 
-    def rotate_in(self, x: Tensor) -> Tensor:
-        "$V^\\top x$ for row vectors `x` (..., in_features)"
-        return self._times(self.V, x)
+# %% ../nbs/04_flowify_linear.ipynb #494d2d7c
+@patch
+def rotate_in(self: SVDFactors, x: Tensor) -> Tensor:
+    "$V^\\top x$ for row vectors `x` (..., in_features)"
+    return self._times(self.V, x)
 
-    def rotate_back(self, y: Tensor) -> Tensor:
-        "$V y$: undo `rotate_in`"
-        return self._times(self.V, y, transpose=True)
+@patch
+def rotate_back(self: SVDFactors, y: Tensor) -> Tensor:
+    "$V y$: undo `rotate_in`"
+    return self._times(self.V, y, transpose=True)
 
-    def scale_out(self, y: Tensor) -> Tensor:
-        "$U\\,\\mathrm{diag}(s, 1, \\dots)\\,y + b$ for `y` (..., out_features); coordinates past the rank are not scaled"
-        s = self.log_s.exp()
-        if self.rank < self.out_features: s = torch.cat([s, s.new_ones(self.out_features - self.rank)])
-        z = self._times(self.U, y * s, transpose=True)
-        return z if self.bias is None else z + self.bias
+@patch
+def scale_out(self: SVDFactors, y: Tensor) -> Tensor:
+    "$U\\,\\mathrm{diag}(s, 1, \\dots)\\,y + b$ for `y` (..., out_features); coordinates past the rank are not scaled"
+    s = self.log_s.exp()
+    if self.rank < self.out_features: s = torch.cat([s, s.new_ones(self.out_features - self.rank)])
+    z = self._times(self.U, y * s, transpose=True)
+    return z if self.bias is None else z + self.bias
 
-    def unscale_out(self, z: Tensor) -> Tensor:
-        "Inverse of `scale_out`"
-        if self.bias is not None: z = z - self.bias
-        s = self.log_s.exp()
-        if self.rank < self.out_features: s = torch.cat([s, s.new_ones(self.out_features - self.rank)])
-        return self._times(self.U, z) / s
+@patch
+def unscale_out(self: SVDFactors, z: Tensor) -> Tensor:
+    "Inverse of `scale_out`"
+    if self.bias is not None: z = z - self.bias
+    s = self.log_s.exp()
+    if self.rank < self.out_features: s = torch.cat([s, s.new_ones(self.out_features - self.rank)])
+    return self._times(self.U, z) / s
 
-    def log_det(self) -> Tensor:
-        "$\\sum_i \\log s_i$"
-        return self.log_s.sum()
+@patch
+def log_det(self: SVDFactors) -> Tensor:
+    "$\\sum_i \\log s_i$"
+    return self.log_s.sum()
 
-    @property
-    def weight(self) -> Tensor:
-        "The effective matrix $W = U_{:, :r}\\,\\mathrm{diag}(s)\\,V_{:, :r}^\\top$, shape (out, in)"
-        r = self.rank
-        return (self.U.weight[:, :r] * self.log_s.exp()) @ self.V.weight[:, :r].T
+@patch(as_prop=True)
+def weight(self: SVDFactors) -> Tensor:
+    "The effective matrix $W = U_{:, :r}\\,\\mathrm{diag}(s)\\,V_{:, :r}^\\top$, shape (out, in)"
+    r = self.rank
+    return (self.U.weight[:, :r] * self.log_s.exp()) @ self.V.weight[:, :r].T
 
-    @torch.no_grad()
-    def load_linear(self, weight: Tensor, bias: Tensor | None, min_singular_value: float = 1e-6):
-        "Set the factors from a dense weight through `torch.linalg.svd`, so that `weight` reproduces it"
-        u, s, vh = torch.linalg.svd(weight.detach().to(self.log_s.dtype), full_matrices=True)
-        for q, value in ((self.U, u), (self.V, vh.T)):
-            if isinstance(q, BlockHouseholder): q.load(value)
-            else: q.weight = value
-        self.log_s.copy_(s.clamp(min=min_singular_value).log())
-        if self.bias is not None: self.bias.copy_(bias.detach() if bias is not None else torch.zeros_like(self.bias))
+# %% ../nbs/04_flowify_linear.ipynb #1f0e4935
+@patch
+@torch.no_grad()
+def load_linear(self: SVDFactors, weight: Tensor, bias: Tensor | None, min_singular_value: float = 1e-6):
+    "Set the factors from a dense weight through `torch.linalg.svd`, so that `weight` reproduces it"
+    u, s, vh = torch.linalg.svd(weight.detach().to(self.log_s.dtype), full_matrices=True)
+    for q, value in ((self.U, u), (self.V, vh.T)):
+        if isinstance(q, BlockHouseholder): q.load(value)
+        else: q.weight = value
+    self.log_s.copy_(s.clamp(min=min_singular_value).log())
+    if self.bias is not None: self.bias.copy_(bias.detach() if bias is not None else torch.zeros_like(self.bias))
 
 # %% ../nbs/04_flowify_linear.ipynb #2b10a37f
 class FlowLinear(Surjection):
@@ -241,42 +258,51 @@ class FlowLinear(Surjection):
     @property
     def bias(self) -> Tensor | None: return self.svd.bias
 
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, **kwargs) -> 'FlowLinear':
-        "A flowified copy of `linear` whose deterministic part computes `linear(x)`"
-        if not isinstance(linear, nn.Linear): raise TypeError(f"FlowLinear.from_linear: expected nn.Linear, got {type(linear).__name__}")
-        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, **kwargs)
-        layer.to(device=linear.weight.device, dtype=linear.weight.dtype)
-        layer.svd.load_linear(linear.weight, linear.bias)
-        return layer
+# %% ../nbs/04_flowify_linear.ipynb #d866d3ad
+@patch
+def _name(self: FlowLinear): return f'FlowLinear({self.in_features}→{self.out_features})'
 
-    def _name(self): return f'FlowLinear({self.in_features}→{self.out_features})'
+@patch
+def extra_repr(self: FlowLinear): return f'{self.in_features}→{self.out_features}, exact={self.exact}'
 
-    def _noise(self) -> D.Distribution:
-        return D.Independent(D.Normal(torch.zeros_like(self.noise_log_scale), self.noise_log_scale.exp()), 1)
+@patch
+def _noise(self: FlowLinear) -> D.Distribution:
+    return D.Independent(D.Normal(torch.zeros_like(self.noise_log_scale), self.noise_log_scale.exp()), 1)
 
-    def _input_patterns(self, inverse: bool) -> list | None:
-        return [(self.out_features,)] if inverse else [(self.in_features,)]
+@patch
+def _input_patterns(self: FlowLinear, inverse: bool) -> list | None:
+    return [(self.out_features,)] if inverse else [(self.in_features,)]
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        y = self.svd.rotate_in(x)
-        ldj = self.svd.log_det().expand(x.shape[0])
-        if self.in_features == self.out_features: return self.svd.scale_out(y), ldj
-        if self.in_features > self.out_features:
-            a, c = y[:, :self.out_features], y[:, self.out_features:]
-            z = self.svd.scale_out(a)
-            return z, ldj + self.dropped.log_prob(c, z, context)
-        q = self._noise()
-        u = q.mean.expand(x.shape[0], -1) if self.noise_mean else q.rsample((x.shape[0],))
-        return self.svd.scale_out(torch.cat([y, u], 1)), ldj - q.log_prob(u)
+@patch
+def forward(self: FlowLinear, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    y = self.svd.rotate_in(x)
+    ldj = self.svd.log_det().expand(x.shape[0])
+    if self.in_features == self.out_features: return self.svd.scale_out(y), ldj
+    if self.in_features > self.out_features:
+        a, c = y[:, :self.out_features], y[:, self.out_features:]
+        z = self.svd.scale_out(a)
+        return z, ldj + self.dropped.log_prob(c, z, context)
+    q = self._noise()
+    u = q.mean.expand(x.shape[0], -1) if self.noise_mean else q.rsample((x.shape[0],))
+    return self.svd.scale_out(torch.cat([y, u], 1)), ldj - q.log_prob(u)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        y = self.svd.unscale_out(z)
-        if self.in_features > self.out_features:
-            c = self.dropped.draw(z, context, mean=self.noise_mean)
-            y = torch.cat([y, c], 1)
-        elif self.in_features < self.out_features:
-            y = y[:, :self.in_features]
-        return self.svd.rotate_back(y)
+# %% ../nbs/04_flowify_linear.ipynb #9d2fa17c
+@patch
+def inverse(self: FlowLinear, z: Tensor, context: Tensor | None = None) -> Tensor:
+    y = self.svd.unscale_out(z)
+    if self.in_features > self.out_features:
+        c = self.dropped.draw(z, context, mean=self.noise_mean)
+        y = torch.cat([y, c], 1)
+    elif self.in_features < self.out_features:
+        y = y[:, :self.in_features]
+    return self.svd.rotate_back(y)
 
-    def extra_repr(self): return f'{self.in_features}→{self.out_features}, exact={self.exact}'
+# %% ../nbs/04_flowify_linear.ipynb #c4a439b8
+@patch(cls_method=True)
+def from_linear(cls: FlowLinear, linear: nn.Linear, **kwargs) -> 'FlowLinear':
+    "A flowified copy of `linear` whose deterministic part computes `linear(x)`"
+    if not isinstance(linear, nn.Linear): raise TypeError(f"FlowLinear.from_linear: expected nn.Linear, got {type(linear).__name__}")
+    layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, **kwargs)
+    layer.to(device=linear.weight.device, dtype=linear.weight.dtype)
+    layer.svd.load_linear(linear.weight, linear.bias)
+    return layer

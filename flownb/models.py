@@ -225,7 +225,7 @@ def realnvp(shape, bins, hidden: int = 64, blocks: int = 4, context_features: in
     layers += _vector_blocks(d, 2 if len(shape) == 3 else blocks, hidden, context)
     return Flow(StandardNormal(d), layers)
 
-# %% ../nbs/12_models.ipynb #268204cf
+# %% ../nbs/12_models.ipynb #b37b2052
 def _mlp_module(features: int, latent: int, slope: float = 0.1, between: Callable[[int], list] | None = None) -> nn.Sequential:
     "Linear layers of halving widths with LeakyReLU between; `between(width)` may add flownb transforms after each activation"
     layers, width = [], features
@@ -252,6 +252,7 @@ def _reduces(layer: nn.Module) -> bool:
     if isinstance(layer, nn.Linear): return layer.in_features > layer.out_features
     return layer.in_channels * math.prod(layer.kernel_size) > layer.out_channels
 
+# %% ../nbs/12_models.ipynb #5ab7a0b9
 def _flowified(shape, bins, module: nn.Sequential, latent: int, hidden: int, context_features: int = 0,
                dequantization: str = 'uniform') -> Flow:
     for layer in module:   # the plain layers only, not the conditioners inside flownb blocks
@@ -279,6 +280,7 @@ def flowify_mlp_coupling(shape, bins, latent: int = 8, hidden: int = 64, context
     module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent, between=between))
     return _flowified(shape, bins, module, latent, hidden, context_features, dequantization)
 
+# %% ../nbs/12_models.ipynb #a92b3fc7
 def _conv1(shape, bins, latent: int, hidden: int, coupling: bool, context: int = 0, dequantization: str = 'uniform') -> Flow:
     c, h, w = shape
     convs = [nn.Conv2d(c, 4 * c, 3, stride=2, padding=1), nn.LeakyReLU(0.1)]
@@ -316,8 +318,7 @@ def flowify_conv2(shape, bins, latent: int = 8, hidden: int = 64, context_featur
 def flowify_conv2_coupling(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, dequantization: str = 'uniform', **_):
     return _conv2(shape, bins, latent, hidden, coupling=True, context=context_features, dequantization=dequantization)
 
-
-# %% ../nbs/12_models.ipynb #a322a0a2
+# %% ../nbs/12_models.ipynb #747f2d20
 FLOWIFICATION_RECIPE = {'optimizer': 'adam', 'lr': 5e-4, 'weight_decay': 0.0, 'batch_size': 128, 'epochs': 300, 'grad_clip': 0.0}
 "The official training recipe (balintmate/flowification, `experiments/image_generation.py`): Adam at 5e-4 with one cosine decay over the run, batch 128, 300 epochs, no weight decay, no clipping"
 
@@ -350,6 +351,8 @@ FLOWIFICATION_ARCHITECTURES = {
 _PAPER_DATA = {(1, 28, 28): 'mnist', (3, 32, 32): 'cifar10'}
 PAPER_SHAPES = tuple(_PAPER_DATA)   # MNIST and CIFAR-10: the only data the paper's networks are defined for
 _PAPER_LATENT = {'mnist': 8, 'cifar10': 128}
+
+# %% ../nbs/12_models.ipynb #d8507d65
 _SPLINE_DERIVATIVE_OFFSET = math.log(math.expm1(1 - 1e-3))   # flownb's spline: raw 0 gives slope 1; nflows': softplus(raw)
 
 def paper_spline() -> RQSpline:
@@ -373,6 +376,7 @@ def _stride_padding(size: int, kernel: int, stride: int) -> int:
     "Rows the official code adds at the bottom (columns on the right) so that the stride divides the image exactly"
     return (stride - (size - kernel) % stride) % stride
 
+# %% ../nbs/12_models.ipynb #e1cb86d2
 def paper_network(spec: list, shape: Sequence[int], context_features: int = 0) -> nn.Sequential:
     """The plain torch network of an architecture spec (zero-padding where the official code pads, orthogonal weights, zero biases);
     with `context_features`, its spline couplings get context-reading twins that `_swap_in_context_twins` swaps in after `flowify`"""
@@ -406,6 +410,7 @@ def _paper_conv_options(conv: nn.Conv2d) -> dict:
     "The official conditioner of a reducing convolution is 2·C_in + C_out channels wide"
     return {'hidden_features': 2 * conv.in_channels + conv.out_channels}
 
+# %% ../nbs/12_models.ipynb #b1502de0
 def flowification_model(architecture: str, shape: Sequence[int], bins: int | None, context_features: int = 0,
                         dequantization: str = 'uniform') -> Flow:
     """The Flowification paper's `architecture` ('mlp', 'conv1', 'conv2', 'conv1-nsf', 'conv2-nsf') for MNIST (1, 28, 28) or CIFAR-10 (3, 32, 32);
@@ -421,8 +426,6 @@ def flowification_model(architecture: str, shape: Sequence[int], bins: int | Non
                    conv_options=lambda conv: {**_paper_conv_options(conv), **context(conv)})
     return Flow(StandardNormal(_PAPER_LATENT[data]), [_dequantizer(shape, bins, dequantization)] + _swap_in_context_twins(body))
 
-
-# %% ../nbs/12_models.ipynb #b1502de0
 @register_model('flowification-mlp', "Flowification paper's MLP as its code builds it: 784-512-256-128-64-32-8 (CIFAR-10: 3072-1024-512-512-256-128), its shared spline after every layer but the last; exact", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
 def flowification_mlp(shape, bins, context_features: int = 0, dequantization: str = 'uniform'):
     return flowification_model('mlp', shape, bins, context_features, dequantization)
