@@ -430,11 +430,11 @@ def flowification_model(architecture: str, shape: Sequence[int], bins: int | Non
 def flowification_mlp(shape, bins, context_features: int = 0, dequantization: str = 'uniform'):
     return flowification_model('mlp', shape, bins, context_features, dequantization)
 
-@register_model('flowification-conv1', "Flowification paper's conv1: five overlapping convolutions (16-24-32-48-64 on MNIST), then 13 linear layers, its spline after each; a bound", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
+@register_model('flowification-conv1', "Flowification paper's conv1: five overlapping convolutions (16-24-32-48-64 on MNIST), then 14 linear layers, its spline after each; a bound", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
 def flowification_conv1(shape, bins, context_features: int = 0, dequantization: str = 'uniform'):
     return flowification_model('conv1', shape, bins, context_features, dequantization)
 
-@register_model('flowification-conv2', "Flowification paper's conv2: five non-overlapping 2x2/2 convolutions (4-16-32-48-64), then 13 linear layers; a bound on MNIST (one padding), exact on CIFAR-10", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
+@register_model('flowification-conv2', "Flowification paper's conv2: five non-overlapping 2x2/2 convolutions (4-16-32-48-64), then 14 linear layers; a bound on MNIST (one padding), exact on CIFAR-10", data='image', recipe=FLOWIFICATION_RECIPE, shapes=PAPER_SHAPES)
 def flowification_conv2(shape, bins, context_features: int = 0, dequantization: str = 'uniform'):
     return flowification_model('conv2', shape, bins, context_features, dequantization)
 
