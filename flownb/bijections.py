@@ -258,7 +258,7 @@ class ActNorm(Bijection):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return (z - self.shift.reshape(self._shape(z))) * (-self.log_scale).exp().reshape(self._shape(z))
 
-# %% ../nbs/03_bijections.ipynb #d6692962
+# %% ../nbs/03_bijections.ipynb #39646ff4
 class _Coupling(Bijection):
     "What every coupling layer shares: the split along dim 1, the conditioner network and its input checks"
     def __init__(self, features: int, params_per_feature: int, hidden_features: int, num_layers: int,
@@ -294,6 +294,7 @@ class _Coupling(Bijection):
 
     def _pattern(self): return [(self.features, 'height', 'width')] if self.conv else [(self.features,)]
 
+# %% ../nbs/03_bijections.ipynb #9e3c11fb
 class AffineCoupling(_Coupling):
     """Affine coupling: keep one half of the features, scale and shift the other half by functions of the first.
 
@@ -337,7 +338,6 @@ class AffineCoupling(_Coupling):
         a, b = self._split(z)
         log_scale, shift = self._params(a, context)
         return self._join(a, (b - shift) * (-log_scale).exp())
-
 
 # %% ../nbs/03_bijections.ipynb #18e6264a
 class SplineCoupling(_Coupling):
@@ -471,7 +471,7 @@ class Permutation(Bijection):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return z[:, self.inverse_perm]
 
-# %% ../nbs/03_bijections.ipynb #652c4202
+# %% ../nbs/03_bijections.ipynb #79a75b3f
 class Squeeze(Bijection):
     """Space-to-channel squeeze: `(batch, C, H, W)` → `(batch, C·f², H/f, W/f)`. Exact, `ldj = 0`.
 
@@ -503,6 +503,7 @@ class Squeeze(Bijection):
             raise ValueError(f"Squeeze({self.factor}).inverse: channels must be divisible by {self.factor ** 2}, got {tuple(z.shape)}")
         return F.pixel_shuffle(z, self.factor)
 
+# %% ../nbs/03_bijections.ipynb #780d02e1
 class Reshape(Bijection):
     """Reshape the event from `in_shape` to `out_shape` (same number of elements). Exact, `ldj = 0`.
 

@@ -132,7 +132,7 @@ def check_logdet(t: Transform,                  # a deterministic, dimension-pre
     return _finish(CheckReport('check_logdet', _name(t), err.max().item(), atol, passed, {'ldj': ldj.detach(), 'reference': reference}, msg),
                    raise_on_fail)
 
-# %% ../nbs/02_checks.ipynb #53940670
+# %% ../nbs/02_checks.ipynb #1a8ebc9e
 def _infer_dims(flow: Flow, x_dtype, device) -> int:
     "1 or 2: which input size the flow accepts (flownb layers reject the other); probed with distinct values in (0, 1)"
     accepted = []
@@ -158,6 +158,7 @@ def _require_initialized(flow: Flow, check: str):
             raise ValueError(f"{check}: {type(m).__name__} at {name} is not initialised yet; run the flow on a batch of data first "
                              f"(e.g. `flow.log_prob(x)`), otherwise it would initialise itself from the grid points")
 
+# %% ../nbs/02_checks.ipynb #801d158b
 @torch.no_grad()
 def density_grid(flow: Flow, lo: float | Sequence[float], hi: float | Sequence[float], n: int | None = None,
                  dims: int | None = None, k: int | None = None, context: Tensor | None = None, chunk: int = 8192):
@@ -182,6 +183,7 @@ def density_grid(flow: Flow, lo: float | Sequence[float], hi: float | Sequence[f
     density = torch.cat(log_p).exp().reshape(*([n] * dims))
     return axes, density, cell
 
+# %% ../nbs/02_checks.ipynb #8b5bd1e6
 def check_normalized(flow: Flow,                        # a flow on 1-D or 2-D data
                      lo: float | Sequence[float],       # lower corner of the integration box
                      hi: float | Sequence[float],       # upper corner

@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn, Tensor
 import torch.distributions as D
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['STOCHASTIC_DIRECTIONS', 'set_validation', 'validation', 'checks_active', 'check_input', 'check_sizes',
@@ -113,7 +114,7 @@ def as_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
         raise ValueError(f"expected a positive size or shape like 2 or (1, 28, 28), got {shape!r}")
     return shape
 
-# %% ../nbs/00_core.ipynb #df88bf6d
+# %% ../nbs/00_core.ipynb #12d9c832
 def _layer_name(layer: nn.Module) -> str:
     "The layer's own description for messages (`FlowLinear(784→64)`), else its class name"
     name = getattr(layer, '_name', None)
@@ -134,6 +135,7 @@ def context_features_of(module: nn.Module) -> int:
     return max((m.context_features for m in module.modules()
                 if m is not module and isinstance(getattr(m, 'context_features', None), int)), default=0)
 
+# %% ../nbs/00_core.ipynb #fd6b105a
 def check_context(name: str,                 # layer description used in the message
                   context,                   # the context the layer was given
                   context_features: int,     # how many context features the layer reads (0: none)
@@ -155,6 +157,7 @@ def check_context(name: str,                 # layer description used in the mes
     if checks_active(context) and not torch.isfinite(context).all():
         raise ValueError(f"{name}: the context has {int((~torch.isfinite(context)).sum())} non-finite value(s); expected finite values")
 
+# %% ../nbs/00_core.ipynb #fd86e6e4
 def _autocast_enabled(device_type: str) -> bool:
     "Whether `torch.autocast` is on for this device type (torch < 2.4 has one flag per device instead of an argument)"
     try: return torch.is_autocast_enabled(device_type)
@@ -199,6 +202,7 @@ class _UnderContract(type):
             value = _under_contract(value, name)
         super().__setattr__(name, value)
 
+# %% ../nbs/00_core.ipynb #75484e3d
 class Transform(nn.Module, metaclass=_UnderContract):
     "A layer of a generalized flow: `forward(x, context) -> (z, ldj)` from data to latent, `inverse(z, context) -> x` back"
     _dtype_from_parts: bool = False  # True for containers (`Compose`): each part checks its own input's dtype, so the message names it
@@ -364,7 +368,7 @@ def _sampling_temperature(model: nn.Module, temperature: float):
             if had: m.temperature = value
             else: del m.temperature
 
-# %% ../nbs/00_core.ipynb #eb4d845c
+# %% ../nbs/00_core.ipynb #5b8c7fe3
 class Flow(nn.Module):
     "A density model: `transforms` map data to a latent, scored by the `base` density"
     temperature: float = 1.0   # set by `sample(temperature=...)`; scales a torch.distributions base around its mean
@@ -398,54 +402,58 @@ class Flow(nn.Module):
         z, ldj = self.transform(x, c)
         return ldj + _base_log_prob(self.base, z, context if context is not None and _base_context_features(self.base) else None)
 
-    def log_prob(self,
-                 x: Tensor,                        # data, batch first
-                 context: Tensor | None = None,    # optional conditioning, batch-aligned with `x`
-                 k: int | None = None,             # importance samples for bounded flows (None or 1: the ELBO)
-                 k_chunk: int | None = None,       # passes evaluated per batch when `k` is large (None: all at once)
-                ) -> Tensor:
-        "Exact log-likelihood, or for bounded flows the ELBO (`k=None`) or the importance-weighted bound with `k` samples; shape `(batch,)`"
-        for name, v in (('k', k), ('k_chunk', k_chunk)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"Flow.log_prob: {name} must be a positive integer or None, got {v!r}")
-        if isinstance(x, Tensor) and x.dim() > 0: self._check_context(context, x.shape[0], 'log_prob')
-        if k is None or k == 1 or self.exact: return self._one_pass(x, context)
-        n, chunk = x.shape[0], k_chunk or k
-        total = None
-        for start in range(0, k, chunk):
-            m = min(chunk, k - start)
-            xs = x.unsqueeze(0).expand(m, *x.shape).reshape(m * n, *x.shape[1:])
-            cs = None if context is None else context.unsqueeze(0).expand(m, *context.shape).reshape(m * n, *context.shape[1:])
-            lse = torch.logsumexp(self._one_pass(xs, cs).reshape(m, n), 0)
-            total = lse if total is None else torch.logaddexp(total, lse)
-        return total - math.log(k)
-
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         "Same as `log_prob(x, context)`, so `Flow` works with hooks, DDP and `torch.compile`"
         return self.log_prob(x, context)
 
-    def sample(self,
-               n: int | None = None,               # number of samples (defaults to the context's batch size)
-               context: Tensor | None = None,      # optional conditioning, one row per sample
-               temperature: float = 1.0,           # scale of every Gaussian the sampler draws from (1: samples of the model)
-              ) -> Tensor:
-        "Draw `n` samples through the inverses; `temperature < 1` draws from narrower Gaussians (cleaner, less varied, no longer the model's samples)"
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"Flow.sample: temperature must be a finite number > 0, got {temperature!r}")
-        if temperature != 1:
-            with _sampling_temperature(self, float(temperature)): return self.sample(n, context)
-        if n is None:
-            if not isinstance(context, Tensor) or context.dim() == 0:
-                raise ValueError("Flow.sample: give the number of samples n, or a context with one row per sample")
-            n = context.shape[0]
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"Flow.sample: n must be a positive integer, got {n!r}")
-        if context is not None and isinstance(context, Tensor) and context.dim() > 0 and context.shape[0] != n:
-            raise ValueError(f"Flow.sample: context has {context.shape[0]} rows but n={n}; give one context row per sample")
-        self._check_context(context, n, 'sample')
-        z = _base_sample(self.base, n, context if context is not None and _base_context_features(self.base) else None,
-                         self.temperature if isinstance(self.base, D.Distribution) else 1.0)
-        return self.transform.inverse(z, context if context is not None and context_features_of(self.transform) else None)
+# %% ../nbs/00_core.ipynb #f3015cd7
+@patch
+def log_prob(self: Flow,
+             x: Tensor,                        # data, batch first
+             context: Tensor | None = None,    # optional conditioning, batch-aligned with `x`
+             k: int | None = None,             # importance samples for bounded flows (None or 1: the ELBO)
+             k_chunk: int | None = None,       # passes evaluated per batch when `k` is large (None: all at once)
+            ) -> Tensor:
+    "Exact log-likelihood, or for bounded flows the ELBO (`k=None`) or the importance-weighted bound with `k` samples; shape `(batch,)`"
+    for name, v in (('k', k), ('k_chunk', k_chunk)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"Flow.log_prob: {name} must be a positive integer or None, got {v!r}")
+    if isinstance(x, Tensor) and x.dim() > 0: self._check_context(context, x.shape[0], 'log_prob')
+    if k is None or k == 1 or self.exact: return self._one_pass(x, context)
+    n, chunk = x.shape[0], k_chunk or k
+    total = None
+    for start in range(0, k, chunk):
+        m = min(chunk, k - start)
+        xs = x.unsqueeze(0).expand(m, *x.shape).reshape(m * n, *x.shape[1:])
+        cs = None if context is None else context.unsqueeze(0).expand(m, *context.shape).reshape(m * n, *context.shape[1:])
+        lse = torch.logsumexp(self._one_pass(xs, cs).reshape(m, n), 0)
+        total = lse if total is None else torch.logaddexp(total, lse)
+    return total - math.log(k)
+
+# %% ../nbs/00_core.ipynb #71d5ba28
+@patch
+def sample(self: Flow,
+           n: int | None = None,               # number of samples (defaults to the context's batch size)
+           context: Tensor | None = None,      # optional conditioning, one row per sample
+           temperature: float = 1.0,           # scale of every Gaussian the sampler draws from (1: samples of the model)
+          ) -> Tensor:
+    "Draw `n` samples through the inverses; `temperature < 1` draws from narrower Gaussians (cleaner, less varied, no longer the model's samples)"
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"Flow.sample: temperature must be a finite number > 0, got {temperature!r}")
+    if temperature != 1:
+        with _sampling_temperature(self, float(temperature)): return self.sample(n, context)
+    if n is None:
+        if not isinstance(context, Tensor) or context.dim() == 0:
+            raise ValueError("Flow.sample: give the number of samples n, or a context with one row per sample")
+        n = context.shape[0]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"Flow.sample: n must be a positive integer, got {n!r}")
+    if context is not None and isinstance(context, Tensor) and context.dim() > 0 and context.shape[0] != n:
+        raise ValueError(f"Flow.sample: context has {context.shape[0]} rows but n={n}; give one context row per sample")
+    self._check_context(context, n, 'sample')
+    z = _base_sample(self.base, n, context if context is not None and _base_context_features(self.base) else None,
+                     self.temperature if isinstance(self.base, D.Distribution) else 1.0)
+    return self.transform.inverse(z, context if context is not None and context_features_of(self.transform) else None)
 
 # %% ../nbs/00_core.ipynb #f3005099
 def bits_per_dim(log_prob: Tensor | float,       # log-density (nats) of data scaled to [0, 1], per sample or averaged

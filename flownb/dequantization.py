@@ -11,6 +11,7 @@ import torch
 from torch import nn, Tensor
 import torch.distributions as D
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .core import Surjection, check_sizes, check_positive, checks_active, sum_per_sample
 from .nn import mlp, conv_net
@@ -115,7 +116,7 @@ class VariationalDequantization(UniformDequantization):
         log_q = D.Normal(0., 1.).log_prob(eps) - log_scale - (F.logsigmoid(a) + F.logsigmoid(-a))
         return torch.sigmoid(a), sum_per_sample(log_q)
 
-# %% ../nbs/08_dequantization.ipynb #176e4258
+# %% ../nbs/08_dequantization.ipynb #e31970b0
 class FlowDequantization(VariationalDequantization):
     """Flow dequantization: $u = \\mathrm{sigmoid}(a_K)$, where $a_0 = \\mu(x) + \\sigma(x)\\epsilon$ passes through $K$ coupling
     steps (monotone spline couplings whose knots come from $x$ and the kept half of $a$).
@@ -160,35 +161,40 @@ class FlowDequantization(VariationalDequantization):
 
     def _name(self): return f'FlowDequantization(bins={self.bins}, steps={self.num_steps})'
 
-    def _step(self, k: int, a: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        "Coupling step k (or its inverse): the new `a` and the elementwise log-derivative (zero where the mask keeps `a`)"
-        m = self.masks[k].to(a.dtype).expand_as(a)
-        raw = self.steps[k](torch.cat([a * m, h, m[:, :1] if self.conv else m], 1))
-        raw = raw.reshape(a.shape[0], a.shape[1], 3 * self.spline_bins - 1, *a.shape[2:]).movedim(2, -1)
-        y, logd = packed_spline(a, raw, self.bound, inverse)
-        kept = m > 0.5
-        return torch.where(kept, a, y), torch.where(kept, torch.zeros_like(logd), logd)
+# %% ../nbs/08_dequantization.ipynb #be24da21
+@patch
+def _step(self: FlowDequantization, k: int, a: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+    "Coupling step k (or its inverse): the new `a` and the elementwise log-derivative (zero where the mask keeps `a`)"
+    m = self.masks[k].to(a.dtype).expand_as(a)
+    raw = self.steps[k](torch.cat([a * m, h, m[:, :1] if self.conv else m], 1))
+    raw = raw.reshape(a.shape[0], a.shape[1], 3 * self.spline_bins - 1, *a.shape[2:]).movedim(2, -1)
+    y, logd = packed_spline(a, raw, self.bound, inverse)
+    kept = m > 0.5
+    return torch.where(kept, a, y), torch.where(kept, torch.zeros_like(logd), logd)
 
-    def _noise(self, x: Tensor, context) -> tuple[Tensor, Tensor]:
-        h = x / (self.bins - 1) - 0.5
-        loc, log_scale = self.q.params(h)
-        eps = torch.randn_like(loc)
-        a = loc + log_scale.exp() * eps
-        log_q = D.Normal(0., 1.).log_prob(eps) - log_scale
-        for k in range(self.num_steps):
-            a, logd = self._step(k, a, h, inverse=False)
-            log_q = log_q - logd
-        log_q = log_q - (F.logsigmoid(a) + F.logsigmoid(-a))
-        return torch.sigmoid(a), sum_per_sample(log_q)
+# %% ../nbs/08_dequantization.ipynb #10cceff3
+@patch
+def _noise(self: FlowDequantization, x: Tensor, context) -> tuple[Tensor, Tensor]:
+    h = x / (self.bins - 1) - 0.5
+    loc, log_scale = self.q.params(h)
+    eps = torch.randn_like(loc)
+    a = loc + log_scale.exp() * eps
+    log_q = D.Normal(0., 1.).log_prob(eps) - log_scale
+    for k in range(self.num_steps):
+        a, logd = self._step(k, a, h, inverse=False)
+        log_q = log_q - logd
+    log_q = log_q - (F.logsigmoid(a) + F.logsigmoid(-a))
+    return torch.sigmoid(a), sum_per_sample(log_q)
 
-    def log_q(self, u: Tensor, x: Tensor) -> Tensor:
-        "$\\log q(u \\mid x)$ of given noise `u` in (0, 1) for levels `x`, shape `(batch,)`: the steps run backwards"
-        x = x.to(self._zero.dtype); h = x / (self.bins - 1) - 0.5
-        a = torch.log(u) - torch.log1p(-u)
-        log_q = -(F.logsigmoid(a) + F.logsigmoid(-a))
-        for k in reversed(range(self.num_steps)):
-            a, logd = self._step(k, a, h, inverse=True)    # logd: the log-derivative of the inverse map
-            log_q = log_q + logd
-        loc, log_scale = self.q.params(h)
-        eps = (a - loc) * (-log_scale).exp()
-        return sum_per_sample(log_q + D.Normal(0., 1.).log_prob(eps) - log_scale)
+@patch
+def log_q(self: FlowDequantization, u: Tensor, x: Tensor) -> Tensor:
+    "$\\log q(u \\mid x)$ of given noise `u` in (0, 1) for levels `x`, shape `(batch,)`: the steps run backwards"
+    x = x.to(self._zero.dtype); h = x / (self.bins - 1) - 0.5
+    a = torch.log(u) - torch.log1p(-u)
+    log_q = -(F.logsigmoid(a) + F.logsigmoid(-a))
+    for k in reversed(range(self.num_steps)):
+        a, logd = self._step(k, a, h, inverse=True)    # logd: the log-derivative of the inverse map
+        log_q = log_q + logd
+    loc, log_scale = self.q.params(h)
+    eps = (a - loc) * (-log_scale).exp()
+    return sum_per_sample(log_q + D.Normal(0., 1.).log_prob(eps) - log_scale)

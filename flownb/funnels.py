@@ -19,7 +19,7 @@ from .bijections import Conv1x1, packed_spline
 # %% auto #0
 __all__ = ['MLPFunnel', 'ConvFunnel', 'CouplingFunnel', 'CroppingConvFunnel', 'StridedConvFunnel', 'LinearFunnel']
 
-# %% ../nbs/09_funnels.ipynb #f2eb9d81
+# %% ../nbs/09_funnels.ipynb #841324d4
 class CouplingFunnel(Surjection):
     """Funnel on vectors: transform the first `out_features` coordinates by a bijection conditioned on the dropped rest,
     and model the dropped rest by a learned conditional Gaussian given the output.
@@ -62,30 +62,35 @@ class CouplingFunnel(Surjection):
 
     def _name(self): return f'CouplingFunnel({self.in_features}→{self.out_features})'
 
-    def _g(self, v: Tensor, x_dropped: Tensor, context, inverse: bool = False) -> tuple[Tensor, Tensor]:
-        "g(v; x_J) (or its inverse) and the log-determinant of the forward map, per sample"
-        h = self.conditioner(context_input(self._name(), x_dropped, context, self.context_features))
-        if self.transform == 'affine':
-            raw_scale, shift = h.chunk(2, 1)
-            log_scale = soft_clamp(raw_scale, self.max_log_scale)
-            y = (v - shift) * (-log_scale).exp() if inverse else v * log_scale.exp() + shift
-            return y, sum_per_sample(log_scale)
-        y, logd = packed_spline(v, h.reshape(h.shape[0], self.out_features, 3 * self.bins - 1), self.bound, inverse)
-        return y, sum_per_sample(logd) * (-1 if inverse else 1)
-
     def _input_patterns(self, inverse: bool) -> list | None:
         return [(self.out_features,)] if inverse else [(self.in_features,)]
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x_kept, x_dropped = x[:, :self.out_features], x[:, self.out_features:]
-        z, log_det = self._g(x_kept, x_dropped, context)
-        return z, log_det + self.dropped.log_prob(x_dropped, z, context)
-
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        x_dropped = self.dropped.draw(z, context, mean=self.noise_mean)
-        return torch.cat([self._g(z, x_dropped, context, inverse=True)[0], x_dropped], 1)
-
     def extra_repr(self): return f'{self.in_features}→{self.out_features}, transform={self.transform!r}'
+
+# %% ../nbs/09_funnels.ipynb #1795e7cc
+@patch
+def _g(self: CouplingFunnel, v: Tensor, x_dropped: Tensor, context, inverse: bool = False) -> tuple[Tensor, Tensor]:
+    "g(v; x_J) (or its inverse) and the log-determinant of the forward map, per sample"
+    h = self.conditioner(context_input(self._name(), x_dropped, context, self.context_features))
+    if self.transform == 'affine':
+        raw_scale, shift = h.chunk(2, 1)
+        log_scale = soft_clamp(raw_scale, self.max_log_scale)
+        y = (v - shift) * (-log_scale).exp() if inverse else v * log_scale.exp() + shift
+        return y, sum_per_sample(log_scale)
+    y, logd = packed_spline(v, h.reshape(h.shape[0], self.out_features, 3 * self.bins - 1), self.bound, inverse)
+    return y, sum_per_sample(logd) * (-1 if inverse else 1)
+
+# %% ../nbs/09_funnels.ipynb #10b9c3cc
+@patch
+def forward(self: CouplingFunnel, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    x_kept, x_dropped = x[:, :self.out_features], x[:, self.out_features:]
+    z, log_det = self._g(x_kept, x_dropped, context)
+    return z, log_det + self.dropped.log_prob(x_dropped, z, context)
+
+@patch
+def inverse(self: CouplingFunnel, z: Tensor, context: Tensor | None = None) -> Tensor:
+    x_dropped = self.dropped.draw(z, context, mean=self.noise_mean)
+    return torch.cat([self._g(z, x_dropped, context, inverse=True)[0], x_dropped], 1)
 
 # %% ../nbs/09_funnels.ipynb #b13e4d0a
 MLPFunnel = CouplingFunnel   # its first name, kept (the design card lists it); the new one says what it is: a coupling funnel: a bijection of the kept part conditioned on the dropped part

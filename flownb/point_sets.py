@@ -8,6 +8,7 @@ import math
 
 import torch
 from torch import nn, Tensor
+from fastcore.basics import patch
 
 from .core import Bijection, Surjection, Compose, Flow, check_sizes, checks_active, check_positive, check_input
 from .nn import soft_clamp
@@ -229,7 +230,7 @@ class SetTransformer(nn.Module):
             h = h + self.positions
         return self.out(self.norm(self.blocks(h)))
 
-# %% ../nbs/07a_point_sets.ipynb #a94ffbe2
+# %% ../nbs/07a_point_sets.ipynb #d0101e67
 class PointCoupling(Bijection):
     """Affine coupling on point sets, in one of two directions: `split='coordinates'` keeps some coordinates of every point
     and scales and shifts the others, given all points' kept coordinates; `split='points'` keeps the first half of the
@@ -282,33 +283,40 @@ class PointCoupling(Bijection):
 
     def _input_patterns(self, inverse: bool) -> list: return [(self.points, self.point_features)]
 
-    def _split(self, x):
-        dim = 2 if self.split == 'coordinates' else 1
-        a, b = (x.narrow(dim, self.changed, self.kept), x.narrow(dim, 0, self.changed)) if self.swap else \
-               (x.narrow(dim, 0, self.kept), x.narrow(dim, self.kept, self.changed))
-        return a, b
+# %% ../nbs/07a_point_sets.ipynb #83e89445
+@patch
+def _split(self: PointCoupling, x):
+    dim = 2 if self.split == 'coordinates' else 1
+    a, b = (x.narrow(dim, self.changed, self.kept), x.narrow(dim, 0, self.changed)) if self.swap else \
+           (x.narrow(dim, 0, self.kept), x.narrow(dim, self.kept, self.changed))
+    return a, b
 
-    def _join(self, a, b):
-        dim = 2 if self.split == 'coordinates' else 1
-        return torch.cat([b, a] if self.swap else [a, b], dim)
+@patch
+def _join(self: PointCoupling, a, b):
+    dim = 2 if self.split == 'coordinates' else 1
+    return torch.cat([b, a] if self.swap else [a, b], dim)
 
-    def _params(self, a, context):
-        if self.context_features:   # the context (e.g. a one-hot label) joins every point's input
-            if context is None: raise ValueError(f"{self._name()}: built with context_features={self.context_features} but no context was given")
-            check_input(self._name() + ' context', context, (self.context_features,))
-            a = torch.cat([a, context.to(a.dtype).unsqueeze(1).expand(-1, a.shape[1], -1)], -1)
-        raw_scale, shift = self.net(a).chunk(2, -1)
-        return soft_clamp(raw_scale, self.max_log_scale), shift
+@patch
+def _params(self: PointCoupling, a, context):
+    if self.context_features:   # the context (e.g. a one-hot label) joins every point's input
+        if context is None: raise ValueError(f"{self._name()}: built with context_features={self.context_features} but no context was given")
+        check_input(self._name() + ' context', context, (self.context_features,))
+        a = torch.cat([a, context.to(a.dtype).unsqueeze(1).expand(-1, a.shape[1], -1)], -1)
+    raw_scale, shift = self.net(a).chunk(2, -1)
+    return soft_clamp(raw_scale, self.max_log_scale), shift
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        a, b = self._split(x)
-        log_scale, shift = self._params(a, context)
-        return self._join(a, b * log_scale.exp() + shift), log_scale.sum((1, 2))
+# %% ../nbs/07a_point_sets.ipynb #78641a53
+@patch
+def forward(self: PointCoupling, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    a, b = self._split(x)
+    log_scale, shift = self._params(a, context)
+    return self._join(a, b * log_scale.exp() + shift), log_scale.sum((1, 2))
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        a, b = self._split(z)
-        log_scale, shift = self._params(a, context)
-        return self._join(a, (b - shift) * (-log_scale).exp())
+@patch
+def inverse(self: PointCoupling, z: Tensor, context: Tensor | None = None) -> Tensor:
+    a, b = self._split(z)
+    log_scale, shift = self._params(a, context)
+    return self._join(a, (b - shift) * (-log_scale).exp())
 
 # %% ../nbs/07a_point_sets.ipynb #b3107eb6
 def point_set_flow(points: int = 50, point_features: int = 2, invariance: str = 'sort', steps: int = 16, d_model: int = 64,

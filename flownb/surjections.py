@@ -10,7 +10,7 @@ import torch
 from torch import nn, Tensor
 import torch.distributions as D
 import torch.nn.functional as F
-from fastcore.basics import store_attr
+from fastcore.basics import store_attr, patch
 
 from .core import Bijection, Surjection, check_sizes, checks_active, sum_per_sample, renamed_arguments
 from .nn import mlp, conv_net, soft_clamp, with_context
@@ -111,7 +111,7 @@ class Augment(Surjection):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return z[:, :self.in_features]
 
-# %% ../nbs/07_surjections.ipynb #cab868e2
+# %% ../nbs/07_surjections.ipynb #6a033364
 class Abs(Surjection):
     """Absolute value $z = |x|$, elementwise; the inverse draws the signs from a learned Bernoulli given $|x|$.
 
@@ -158,6 +158,7 @@ class Abs(Surjection):
         positive = (p >= 0.5).to(z.dtype) if self.noise_mean else torch.bernoulli(p)
         return z * (2 * positive - 1)
 
+# %% ../nbs/07_surjections.ipynb #13711f77
 class Log(Bijection):
     """$z = \\log x$ for $x > 0$: maps the half-line onto $\\mathbb R$ (use it after `Abs`). Exact, `ldj` $= -\\sum \\log x$.
 
@@ -175,7 +176,7 @@ class Log(Bijection):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return torch.exp(z)
 
-# %% ../nbs/07_surjections.ipynb #66810912
+# %% ../nbs/07_surjections.ipynb #dab6586a
 class Sort(Surjection):
     """Sort the features in ascending order; the inverse draws the permutation uniformly or from a learned Plackett–Luce.
 
@@ -221,6 +222,7 @@ class Sort(Surjection):
         order = torch.argsort(scores + gumbel, 1, descending=True)
         return torch.empty_like(z).scatter_(1, order, z)
 
+# %% ../nbs/07_surjections.ipynb #124fdbed
 class SortedToReal(Bijection):
     """Map a sorted vector $z_1 \\le \\dots \\le z_D$ onto $\\mathbb R^D$: $(z_1, \\log(z_2 - z_1), \\dots)$. Exact.
 
@@ -270,7 +272,7 @@ class StochasticPermutation(Surjection):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return self._shuffle(z)
 
-# %% ../nbs/07_surjections.ipynb #a141e240
+# %% ../nbs/07_surjections.ipynb #440e2bfb
 class MaxPool2d(Surjection):
     """Max pooling over non-overlapping k×k windows; the inverse draws the argmax uniformly and the other entries below
     the max with learned half-normal gaps.
@@ -317,25 +319,29 @@ class MaxPool2d(Surjection):
 
     def _input_patterns(self, inverse: bool) -> list: return [(self.channels, 'height', 'width')]
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        (kh, kw), (b, c, h, w) = self.kernel_size, x.shape
-        if h % kh or w % kw:
-            raise ValueError(f"{self._name()}: height and width must be divisible by the window {kh}×{kw}, got {tuple(x.shape)}")
-        windows = x.reshape(b, c, h // kh, kh, w // kw, kw).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h // kh, w // kw, kh * kw)
-        z, index = windows.max(-1)
-        others = 1 - F.one_hot(index, kh * kw).to(x.dtype)
-        gaps = (z.unsqueeze(-1) - windows) * others
-        log_gaps = D.HalfNormal(self._gap_scale(z, context).unsqueeze(-1)).log_prob(gaps) * others
-        return z, sum_per_sample(log_gaps) - z[0].numel() * math.log(kh * kw)
+# %% ../nbs/07_surjections.ipynb #0577f65b
+@patch
+def forward(self: MaxPool2d, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    (kh, kw), (b, c, h, w) = self.kernel_size, x.shape
+    if h % kh or w % kw:
+        raise ValueError(f"{self._name()}: height and width must be divisible by the window {kh}×{kw}, got {tuple(x.shape)}")
+    windows = x.reshape(b, c, h // kh, kh, w // kw, kw).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h // kh, w // kw, kh * kw)
+    z, index = windows.max(-1)
+    others = 1 - F.one_hot(index, kh * kw).to(x.dtype)
+    gaps = (z.unsqueeze(-1) - windows) * others
+    log_gaps = D.HalfNormal(self._gap_scale(z, context).unsqueeze(-1)).log_prob(gaps) * others
+    return z, sum_per_sample(log_gaps) - z[0].numel() * math.log(kh * kw)
 
-    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
-        (kh, kw), (b, c, ho, wo) = self.kernel_size, z.shape
-        scale = self._gap_scale(z, context).unsqueeze(-1).expand(b, c, ho, wo, kh * kw)
-        index = torch.zeros_like(z, dtype=torch.long) if self.noise_mean else torch.randint(0, kh * kw, z.shape, device=z.device)
-        gaps = scale * math.sqrt(2 / math.pi) if self.noise_mean else D.HalfNormal(scale * self.temperature).sample()
-        gaps = gaps * (1 - F.one_hot(index, kh * kw).to(z.dtype))
-        windows = z.unsqueeze(-1) - gaps
-        return windows.reshape(b, c, ho, wo, kh, kw).permute(0, 1, 2, 4, 3, 5).reshape(b, c, ho * kh, wo * kw)
+# %% ../nbs/07_surjections.ipynb #00a396d9
+@patch
+def inverse(self: MaxPool2d, z: Tensor, context: Tensor | None = None) -> Tensor:
+    (kh, kw), (b, c, ho, wo) = self.kernel_size, z.shape
+    scale = self._gap_scale(z, context).unsqueeze(-1).expand(b, c, ho, wo, kh * kw)
+    index = torch.zeros_like(z, dtype=torch.long) if self.noise_mean else torch.randint(0, kh * kw, z.shape, device=z.device)
+    gaps = scale * math.sqrt(2 / math.pi) if self.noise_mean else D.HalfNormal(scale * self.temperature).sample()
+    gaps = gaps * (1 - F.one_hot(index, kh * kw).to(z.dtype))
+    windows = z.unsqueeze(-1) - gaps
+    return windows.reshape(b, c, ho, wo, kh, kw).permute(0, 1, 2, 4, 3, 5).reshape(b, c, ho * kh, wo * kw)
 
 # %% ../nbs/07_surjections.ipynb #4376fc20
 class VAE(Surjection):
