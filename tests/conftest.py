@@ -4,7 +4,9 @@ import pytest
 import torch
 from hypothesis import settings, HealthCheck
 
-torch.set_num_threads(int(os.environ.get('FLOWNB_TEST_THREADS', '2')))
+# one torch thread per pytest-xdist worker (`-n auto` starts one worker per core), two for a single process
+_DEFAULT_THREADS = '1' if os.environ.get('PYTEST_XDIST_WORKER') else '2'
+torch.set_num_threads(int(os.environ.get('FLOWNB_TEST_THREADS', _DEFAULT_THREADS)))
 
 settings.register_profile('ci', max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 settings.register_profile('dev', max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

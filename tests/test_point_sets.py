@@ -2,7 +2,7 @@
 the registry models, bad input, SpatialMNIST from the IDX files, training and exact resume on the bundled digits' sets,
 and the command line. The layers' contract (shapes, inverses, ldj against autograd, normalisation) is in
 tests/test_contract.py through tests/layers.py."""
-import json, math, os, subprocess, sys
+import json, math
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,6 @@ from flownb.train import TrainConfig, load_checkpoint, train
 
 MNIST = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'mnist'
 SMALL = {'steps': 2, 'd_model': 16, 'heads': 2}   # the registry's architecture, shrunk so a test trains in seconds
-ENV = {**os.environ, 'MPLBACKEND': 'Agg', 'OMP_NUM_THREADS': '1'}
 
 
 def _moved(flow, seed=0, scale=0.05):
@@ -106,10 +105,8 @@ def test_train_a_bound_on_point_sets_and_resume_exactly(tmp_path):
 
 def test_command_line_trains_samples_and_evaluates_point_sets(tmp_path):
     run = tmp_path / 'sets'
-    def flownb(*args):
-        r = subprocess.run([sys.executable, '-m', 'flownb.cli', *map(str, args)], capture_output=True, text=True, env=ENV, timeout=600)
-        assert r.returncode == 0, r.stdout + r.stderr
-        return r.stdout
+    from cli_runner import run_flownb
+    def flownb(*args): return run_flownb(*args).stdout
     out = flownb('train', '--model', 'sortflow', '--data', 'spatial-digits', '--max-steps', '2', '--batch-size', '64', '--out', run, '--quiet')
     assert 'per sample' in out or 'bits/dim' in out
     assert (run / 'samples.png').stat().st_size > 0

@@ -1,23 +1,31 @@
 """The main job end to end: the `flownb` command, kill-and-resume, corrupt checkpoints, torchrun with two CPU
 processes (gloo), and the default run against the diagonal-Gaussian baseline. A run keeps best.pt (the epoch of lowest
-validation bits/dim, which it reports on test) next to checkpoint.pt (the latest, for --resume)."""
-import json, os, signal, subprocess, sys, time
+validation bits/dim, which it reports on test) next to checkpoint.pt (the latest, for --resume).
+
+Commands run in this process (tests/cli_runner.py: a subprocess spends about 2 CPU-seconds importing torch), each test
+in a folder of its own; kills, torchrun and the module entry point run in processes of their own."""
+import json, signal, socket, subprocess, sys, time
 from pathlib import Path
 
 import pytest
 import torch
 
 from flownb.train import load_checkpoint
+from cli_runner import ENV, run_flownb as flownb   # in this process; fresh_process=True where the boundary matters
 
 MNIST = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'mnist'
-ENV = {**os.environ, 'MPLBACKEND': 'Agg', 'OMP_NUM_THREADS': '1'}
 
 
-def flownb(*args, check=True, timeout=600):
-    "Run the installed `flownb` console script"
-    r = subprocess.run([sys.executable, '-m', 'flownb.cli', *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
-    if check and r.returncode != 0: raise AssertionError(f"flownb {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
+@pytest.fixture(autouse=True)
+def in_a_fresh_folder(tmp_path, monkeypatch):
+    "Commands without --out write runs/latest under the current folder: give each test its own (tests run side by side under pytest -n)"
+    monkeypatch.chdir(tmp_path)
+
+
+def free_port() -> int:
+    "A TCP port nobody listens on, so that torchrun tests running side by side (pytest -n) do not collide"
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
 def metrics(run: Path) -> dict:
@@ -53,7 +61,7 @@ def test_mnist_without_files_says_where_it_looked(tmp_path):
 
 def test_models_lists_every_model():
     from flownb.models import MODELS
-    out = flownb('models', '--data', 'mnist').stdout
+    out = flownb('models', '--data', 'mnist', fresh_process=True).stdout   # the module entry point, in a process of its own
     for name in MODELS: assert f'  {name} ' in out
 
 
@@ -168,7 +176,7 @@ def test_toy_data_trains_and_samples(tmp_path):
 
 def test_torchrun_two_cpu_processes(tmp_path):
     run = tmp_path / 'ddp'
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29533',
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(free_port()),
                         '-m', 'flownb.cli', 'train', '--epochs', '2', '--batch-size', '64', '--device', 'cpu',
                         '--out', str(run), '--quiet'], capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -180,7 +188,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
 def test_torchrun_time_budget_stops_every_process(tmp_path):
     "Rank 0's clock decides when a --time-budget run stops, so both processes stop at the same step and none waits for the other"
     run = tmp_path / 'ddp'
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29534',
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(free_port()),
                         '-m', 'flownb.cli', 'train', '--epochs', '50', '--batch-size', '64', '--device', 'cpu', '--time-budget', '1',
                         '--out', str(run), '--quiet'], capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr

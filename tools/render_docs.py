@@ -174,7 +174,8 @@ def _repository_links(text: str, site: Path, repo_url: str) -> str:
 def fix_links(site: Path, repo_url: str = '') -> int:
     """Repair what the site generators get wrong, so that `tools/check_links.py` passes: duplicate heading ids and the
     table of contents' anchors, doc links to `Class.method` (ids drop the dot) or to private names (no entry: link the
-    page), and the root-absolute asset paths of `404.html` (they break below a base URL). Returns the links changed."""
+    page), the root-absolute asset paths of `404.html` (they break below a base URL), and the random cell ids (numbered, so that
+    a render that changes nothing changes no page). Returns the links changed."""
     pages = {p: p.read_text() for p in site.glob('*.html')}
     ids = {}
     for p, text in pages.items(): pages[p], ids[p.name] = _fix_headings(text)
@@ -190,6 +191,8 @@ def fix_links(site: Path, repo_url: str = '') -> int:
             return f'href="{target or p.name}"'
         text = HREF.sub(link, text)
         if p.name == '404.html': text = re.sub(r'(href|src)="/(?!/)', r'\1="', text)
+        numbers = iter(range(1, 1 << 30))   # nbdev's processing gives cells new random ids on every render: number them instead
+        text = re.sub(r'id="cell-id=[^"]*"', lambda m: f'id="cell-{next(numbers)}"', text)
         if repo_url: text = _repository_links(text, site, repo_url)
         p.write_text(text)
     return changed
