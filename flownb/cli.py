@@ -46,12 +46,13 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
               k: Param("importance samples for a final IW bound of bounded models (0: ELBO only)", int) = 0,
               dequantization: Param("'uniform', 'variational' (a learned logit-normal noise density: a tighter bound) or 'flow' (a learned flow: tighter still)", str) = 'uniform',
               amp: Param("bfloat16 autocast on CUDA", store_true) = False,
+              compile: Param("torch.compile the training step with this backend, e.g. inductor (it compiles for a minute or more, then each step is cheaper: for long runs)", str) = None,
               quiet: Param("no progress bar and no line per epoch", store_true) = False):
     "Train a density model, keep the epoch of lowest validation bits/dim and report its test bits/dim; with no options, the flowified MLP on the bundled digits"
     if k < 0: raise ValueError(f"--k must be >= 0 (0: the ELBO only), got {k}")
     modules = import_modules(imports)
     config = TrainConfig(model=model, data=data, data_dir=data_dir, download=download, epochs=epochs, batch_size=batch_size,
-                         lr=lr, optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, device=device, amp=amp,
+                         lr=lr, optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, device=device, amp=amp, compile=compile,
                          eval_k=k or None, dequantization=dequantization, patience=patience, max_steps=max_steps, time_budget=time_budget,
                          conditional=conditional, lcma=lcma, lcma_steps=lcma_steps, imports=modules)
     result = train(config, out, resume=resume, progress=not quiet)

@@ -82,6 +82,7 @@ class TrainConfig:
     seed: int = 0
     device: str = 'auto'            # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...
     amp: bool = False               # bfloat16 autocast on CUDA
+    compile: str | None = None      # torch.compile the training forward with this backend ('inductor'; None: eager)
     eval_k: int | None = None       # importance samples K for the final IW bound of bounded models (None: the ELBO only)
     dequantization: str = 'uniform' # 'uniform', 'variational' (logit-normal q) or 'flow' (a flow q); discrete data only
     model_options: dict = field(default_factory=dict)  # extra keyword arguments for the model builder
@@ -125,6 +126,10 @@ def validate(self: TrainConfig) -> TrainConfig:
         if not _positive_int(getattr(self, name)): raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
     if not isinstance(self.imports, (list, tuple)) or not all(isinstance(m, str) for m in self.imports):
         raise ValueError(f"imports must be a list of module names, got {self.imports!r}")
+    if self.compile is not None:
+        backends = torch.compiler.list_backends(exclude_tags=())
+        if self.compile not in backends:
+            raise ValueError(f"compile must be a torch.compile backend ({', '.join(map(repr, backends))}) or None (eager), got {self.compile!r}")
     resolve_device(self.device)   # an unknown device, 'meta', or CUDA that is not here
     return self
 
@@ -729,6 +734,9 @@ def build(self: _Run, data: DensityData | None):
         fit_lcma(flow, init_batch[:few].to(device), init_context[:few] if init_context is not None and context_features_of(flow.transform) else None)
     torch.manual_seed(config.seed + self.rank)
     self.model = DistributedDataParallel(flow, device_ids=[device.index] if device.type == 'cuda' else None) if self.distributed else flow
+    # compiled, the training forward only: evaluation, LCMA scoring and sampling run the eager flow (other batch sizes, no
+    # recompiles), and checkpoints hold the flow's own state_dict
+    if config.compile: self.model = torch.compile(self.model, backend=config.compile)
 
 # %% ../nbs/13_train.ipynb #2696a171
 @patch

@@ -46,6 +46,7 @@ def metrics(run: Path) -> dict:
     (['launch'], "unknown command 'launch'"),
     (['train', '--lcma', 'sometimes'], "lcma must be 'init' or 'train', got 'sometimes'"),
     (['train', '--lcma', 'train'], "lcma='train' needs a model with LCMASplit factor-outs"),
+    (['train', '--compile', 'fastest'], "compile must be a torch.compile backend ("),
 ])
 def test_bad_arguments_give_one_line(args, expected):
     r = flownb(*args, check=False)
