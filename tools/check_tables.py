@@ -4,8 +4,8 @@
 
 Numbers are measured once, written to JSON by the script that measured them, and rendered into markdown by that
 script; README.md (generated from nbs/index.ipynb) must hold those tables verbatim, so a table is never re-typed by
-hand. The generators: `bench/run.py` (bench/results/run_TABLE.md), `bench/reproduce.py --table` and
-`bench/paper.py --table`. Run in `.ci/run`; it reads JSON only and trains nothing.
+hand. The generators: `bench/run.py` (bench/results/run_TABLE.md), `bench/reproduce.py --table`,
+`bench/paper.py --table`, `bench/sampling.py` (sampling_TABLE.md) and `bench/compile_cost.py` (compile_cost_TABLE.md). Run in `.ci/run`; it reads JSON only and trains nothing.
 """
 import subprocess, sys
 from pathlib import Path
@@ -28,7 +28,9 @@ def generated() -> dict[str, list[str]]:
         return markdown_tables(out)
     return {'bench/results/run_TABLE.md (bench/run.py)': markdown_tables((ROOT / 'bench/results/run_TABLE.md').read_text()),
             'bench/reproduce.py --table': script('bench/reproduce.py', '--table'),
-            'bench/paper.py --table': script('bench/paper.py', '--table')}
+            'bench/paper.py --table': script('bench/paper.py', '--table'),
+            'bench/results/sampling_TABLE.md (bench/sampling.py)': markdown_tables((ROOT / 'bench/results/sampling_TABLE.md').read_text()),
+            'bench/results/compile_cost_TABLE.md (bench/compile_cost.py)': markdown_tables((ROOT / 'bench/results/compile_cost_TABLE.md').read_text())}
 
 
 def main() -> int:
