@@ -3,7 +3,7 @@
 `run_flownb` calls `flownb.cli.main` in the test's own process, as a fresh process would see it: stdout and stderr
 captured as text, one torch thread (what `OMP_NUM_THREADS=1` gives the subprocesses), warnings printed to stderr with
 Python's default filters, argparse's exit turned into a return code. A subprocess pays about 2 CPU-seconds to import
-torch before it does anything, and the CLI tests start over a hundred of them; in-process the suite takes minutes less.
+torch before it does anything, and the CLI tests run dozens of commands; in-process the suite takes minutes less.
 
 Where the process boundary is what a test is about (a kill, a file lock held by another process, torchrun, the console
 script itself), the test passes `fresh_process=True`, or starts the process itself."""
@@ -19,7 +19,7 @@ def _print_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def run_flownb(*args, check: bool = True, timeout: float = 600, cwd=None, fresh_process: bool = False) -> subprocess.CompletedProcess:
-    "Run `flownb ARGS` in folder `cwd` (in this process unless `fresh_process`); raise with its output if it fails and `check`"
+    "Run `flownb ARGS` in folder `cwd` (in this process unless `fresh_process`; `timeout` bounds a fresh process only); raise with its output if it fails and `check`"
     argv = [str(a) for a in args]
     if fresh_process:
         r = subprocess.run([sys.executable, '-m', 'flownb.cli', *argv], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=timeout)
