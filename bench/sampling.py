@@ -16,24 +16,18 @@ absolute CPU rates depend on the machine.
 
 Writes bench/results/sampling.json and bench/results/sampling_TABLE.md (the README's table). Nothing asserts a time.
 """
-import argparse, importlib.util, json, math, platform, subprocess, sys, time
+import argparse, importlib.util, json, platform, subprocess, sys, time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as bench_run   # bench/run.py: PeerFlow, peer_hidden (the zuko baseline behind flownb's front)
+import run as bench_run   # bench/run.py: PeerFlow, peer_hidden (the zuko baseline behind flownb's front), clock
 
 import flownb.models as M
 
 OUT = Path('bench/results')
 IMAGE, POINTS = (1, 28, 28), (50, 2)
-
-
-def clock(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device); return time.perf_counter()
-    return time.process_time()
 
 
 @torch.no_grad()
@@ -43,7 +37,7 @@ def rate(model, n, device, repeats=3):
     model.sample(min(n, 8))
     best = float('inf')
     for _ in range(repeats):
-        t0 = clock(device); model.sample(n); best = min(best, clock(device) - t0)
+        t0 = bench_run.clock(device); model.sample(n); best = min(best, bench_run.clock(device) - t0)
     return n / best
 
 

@@ -7,11 +7,17 @@ torch before it does anything, and the CLI tests run dozens of commands; in-proc
 
 Where the process boundary is what a test is about (a kill, a file lock held by another process, torchrun, the console
 script itself), the test passes `fresh_process=True`, or starts the process itself."""
-import contextlib, io, os, subprocess, sys, warnings
+import contextlib, io, os, socket, subprocess, sys, warnings
 
 import torch
 
 ENV = {**os.environ, 'MPLBACKEND': 'Agg', 'OMP_NUM_THREADS': '1'}
+
+
+def free_port() -> int:
+    "A TCP port nobody listens on, so that torchrun tests running side by side (pytest -n) do not collide"
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
 def _print_warning(message, category, filename, lineno, file=None, line=None):

@@ -7,14 +7,14 @@ be used, crafted checkpoints, and the temporary file a killed save leaves behind
 Most cases call `flownb.cli.main` in this process (no interpreter start-up: a few tenths of a second each); the
 two-run and torchrun cases start real processes. New names are imported inside the tests, so that each test, not the
 collection, fails on code without them."""
-import errno, fcntl, json, os, signal, socket, subprocess, sys, time
+import errno, fcntl, json, os, signal, subprocess, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
-ENV = {**os.environ, 'MPLBACKEND': 'Agg', 'OMP_NUM_THREADS': '1'}
+from cli_runner import ENV, free_port, run_flownb
 FAST = ['--model', 'gaussian', '--batch-size', '256', '--quiet']   # 5 steps an epoch on the digits, ~0.1 s
 # a CUDA device that cannot be used here: any CUDA without a GPU, else an index past the last GPU
 NO_CUDA = 'cuda' if not torch.cuda.is_available() else f'cuda:{torch.cuda.device_count()}'
@@ -82,7 +82,7 @@ def test_two_processes_on_one_folder(tmp_path):
             while time.time() < deadline and first.poll() is None and not any((run / n).exists() for n in names): time.sleep(0.05)
             assert first.poll() is None and any((run / n).exists() for n in names), f'the first run ended or never wrote {names}'
         wait_for('.lock', 'checkpoint.pt')
-        second = subprocess.run([sys.executable, '-m', 'flownb.cli', *map(str, args)], capture_output=True, text=True, env=ENV, timeout=120)
+        second = run_flownb(*args, check=False, timeout=120, fresh_process=True)   # another process: the lock is per process
         line = one_line_error(second.returncode, second.stderr, 'train', f'is in use by another flownb run (pid {first.pid} on ')
         assert 'started 20' in line, line
         # resuming is refused too; stop_after_steps bounds the damage where the lock does not hold
@@ -131,7 +131,7 @@ def test_lock_held_during_the_run_and_released_after_errors(tmp_path, capsys, mo
 def test_torchrun_refused_in_every_process(tmp_path):
     "Under torchrun rank 0 alone takes the lock; a refusal ends both processes with the same line instead of a hang"
     run = tmp_path / 'ddp'
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    port = free_port()
     with held_lock(run):
         r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(port),
                             '-m', 'flownb.cli', 'train', *FAST, '--epochs', '1', '--device', 'cpu', '--out', str(run)],

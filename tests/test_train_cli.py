@@ -4,14 +4,14 @@ validation bits/dim, which it reports on test) next to checkpoint.pt (the latest
 
 Commands run in this process (tests/cli_runner.py: a subprocess spends about 2 CPU-seconds importing torch), each test
 in a folder of its own; kills, torchrun and the module entry point run in processes of their own."""
-import json, signal, socket, subprocess, sys, time
+import json, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
 import torch
 
 from flownb.train import load_checkpoint
-from cli_runner import ENV, run_flownb as flownb   # in this process; fresh_process=True where the boundary matters
+from cli_runner import ENV, free_port, run_flownb as flownb   # in this process; fresh_process=True where the boundary matters
 
 MNIST = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'mnist'
 
@@ -20,12 +20,6 @@ MNIST = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'mnist'
 def in_a_fresh_folder(tmp_path, monkeypatch):
     "Commands without --out write runs/latest under the current folder: give each test its own (tests run side by side under pytest -n)"
     monkeypatch.chdir(tmp_path)
-
-
-def free_port() -> int:
-    "A TCP port nobody listens on, so that torchrun tests running side by side (pytest -n) do not collide"
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
 def metrics(run: Path) -> dict:

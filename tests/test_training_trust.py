@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-ENV = {**os.environ, 'MPLBACKEND': 'Agg', 'OMP_NUM_THREADS': '1'}
+from cli_runner import ENV, run_flownb
 
 
 def flownb(*args, check=True, cwd=None, timeout=300):
     "Run the `flownb` command in a fresh process (stdout and stderr are pipes: not a terminal)"
-    r = subprocess.run([sys.executable, '-m', 'flownb.cli', *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=timeout)
-    if check and r.returncode != 0: raise AssertionError(f"flownb {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
+    return run_flownb(*args, check=check, cwd=cwd, timeout=timeout, fresh_process=True)
 
 
 def read_metrics(run: Path) -> dict:
