@@ -13,26 +13,27 @@ from torch import nn
 
 from .core import Flow, Transform, Compose, context_features_of, check_sizes
 from .distributions import StandardNormal, DiagonalNormal, ConditionalDiagonalNormal
-from .bijections import ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Squeeze, Logit, RQSpline, Permutation
+from .bijections import ActNorm, AffineCoupling, CheckerboardCoupling, SplineCoupling, Conv1x1, Squeeze, Logit, RQSpline, Permutation
 from .flowify import flowify, Flatten
 from .flowify_conv import FlowPad2d
 from .surjections import MaxPool2d, Slice
 from .dequantization import UniformDequantization, VariationalDequantization, FlowDequantization
 from .funnels import CroppingConvFunnel, CouplingFunnel, StridedConvFunnel, LinearFunnel
 from .drf import LCMASplit, LowDimPrior
-from .nn import dense_net
+from .nn import dense_net, res_net
 from .point_sets import point_set_flow
 
 # %% auto #0
 __all__ = ['RECIPE_FIELDS', 'MODELS', 'DEQUANTIZATIONS', 'FLOWIFICATION_RECIPE', 'FLOWIFICATION_ARCHITECTURES', 'PAPER_SHAPES',
-           'FUNNELS_IMAGE_RECIPE', 'FUNNELS_TABULAR_RECIPE', 'SURVAE_IMAGE_RECIPE', 'SURVAE_SHAPES', 'SPATIAL_RECIPE',
-           'ModelSpec', 'register_model', 'conditioning_of', 'create_model', 'continuous_part_exact', 'latent_shape',
-           'num_parameters', 'gaussian', 'realnvp', 'flowify_mlp', 'flowify_mlp_coupling', 'flowify_conv1',
-           'flowify_conv1_coupling', 'flowify_conv2', 'flowify_conv2_coupling', 'paper_spline', 'paper_network',
-           'flowification_model', 'flowification_mlp', 'flowification_conv1', 'flowification_conv2',
+           'FUNNELS_IMAGE_RECIPE', 'FUNNELS_TABULAR_RECIPE', 'SURVAE_IMAGE_RECIPE', 'SURVAE_SHAPES', 'REALNVP_RECIPE',
+           'SPATIAL_RECIPE', 'ModelSpec', 'register_model', 'conditioning_of', 'create_model', 'continuous_part_exact',
+           'latent_shape', 'num_parameters', 'gaussian', 'realnvp', 'flowify_mlp', 'flowify_mlp_coupling',
+           'flowify_conv1', 'flowify_conv1_coupling', 'flowify_conv2', 'flowify_conv2_coupling', 'paper_spline',
+           'paper_network', 'flowification_model', 'flowification_mlp', 'flowification_conv1', 'flowification_conv2',
            'flowification_conv1_nsf', 'flowification_conv2_nsf', 'funnel', 'maxpool', 'slice_', 'funnels_conv',
            'funnels_glow', 'nsf', 'funnels_nsf', 'funnels_mlp', 'survae_pool_flow', 'poolflow_max', 'poolflow_slice',
-           'multiscale', 'lcma', 'drf_prior', 'sortflow', 'permuteflow']
+           'multiscale', 'lcma', 'drf_prior', 'realnvp_multiscale', 'realnvp_multiscale_static', 'realnvp_lcma',
+           'sortflow', 'permuteflow']
 
 # %% ../nbs/12_models.ipynb #997f0209
 RECIPE_FIELDS = {'optimizer': str, 'lr': float, 'weight_decay': float, 'batch_size': int, 'epochs': int, 'grad_clip': float}
@@ -647,6 +648,60 @@ def drf_prior(shape, bins, hidden: int = 64, blocks: int = 4, noise_fraction: in
     flow = realnvp(shape, bins, hidden, blocks, context_features, dequantization)
     d = math.prod(shape)   # the prior's decoder and encoder read the context too: the base is conditional by itself
     return Flow(LowDimPrior(d, max(1, d // noise_fraction), hidden, context_features=context_features), list(flow.transform))
+
+# %% ../nbs/12_models.ipynb #e188dd68
+REALNVP_RECIPE = {'optimizer': 'adam', 'lr': 1e-3, 'weight_decay': 0.0, 'batch_size': 64, 'grad_clip': 100.0}
+
+def _realnvp_sizes(shape) -> tuple[int, int, int]:
+    "RealNVP's (factor-outs, residual blocks, base features) for an image shape: CIFAR-10's own setting, else its 32×32 one"
+    if tuple(shape) == (3, 32, 32): return 1, 8, 64
+    _, h, w = shape
+    factor_outs = 0
+    while h % 2 == 0 and w % 2 == 0 and min(h, w) // 2 >= 4: h, w, factor_outs = h // 2, w // 2, factor_outs + 1
+    return factor_outs, 4, 32
+
+def _checkerboards(channels: int, n: int, width: int, res_blocks: int, context: int, first_parity: int = 0) -> list[Transform]:
+    conditioner = lambda i, o: res_net(i, o, res_blocks, width)
+    return [t for k in range(n) for t in (CheckerboardCoupling(channels, parity=(first_parity + k) % 2, context_features=context,
+                                                               conditioner=conditioner), ActNorm(channels))]
+
+def _channel_couplings(channels: int, n: int, width: int, res_blocks: int, context: int) -> list[Transform]:
+    conditioner = lambda i, o: res_net(i, o, res_blocks, width)
+    return [t for k in range(n) for t in (AffineCoupling(channels, conv=True, swap=k % 2 == 1, context_features=context,
+                                                         conditioner=conditioner), ActNorm(channels))]
+
+def realnvp_multiscale(shape: Sequence[int], bins: int | None, lcma: bool = False, hidden: int | None = None,
+                       res_blocks: int | None = None, factor_outs: int | None = None, context_features: int = 0,
+                       dequantization: str = 'uniform') -> Flow:
+    "RealNVP's multi-scale flow for images, with a static (`lcma=False`) or likelihood-contribution (`lcma=True`) factor-out; None: RealNVP's sizes"
+    if len(shape) != 3: raise ValueError(f"RealNVP's multi-scale flow is for images (channels, height, width), got shape {tuple(shape)}")
+    default = _realnvp_sizes(shape)
+    factor_outs = default[0] if factor_outs is None else factor_outs
+    res_blocks, hidden = res_blocks or default[1], hidden or default[2]
+    check_sizes('realnvp_multiscale', res_blocks=res_blocks, hidden=hidden)
+    layers, s = _front(shape, bins, dequantization), tuple(shape)
+    for scale in range(factor_outs):
+        if s[1] % 2 or s[2] % 2: raise ValueError(f"realnvp_multiscale: {factor_outs} factor-outs halve the image {factor_outs} times, but {s[1]}×{s[2]} is odd at scale {scale}")
+        width = hidden * 2 ** scale
+        layers += _checkerboards(s[0], 3, width, res_blocks, context_features)
+        squeeze, s = _squeeze_if_even(s)
+        layers += squeeze + _channel_couplings(s[0], 3, 2 * width, res_blocks, context_features)
+        keep = s[0] // 2
+        layers.append(LCMASplit(s, keep, width, context_features=context_features) if lcma else
+                      Slice(s[0], keep, width, context_features=context_features, conv=True))
+        s = (keep, s[1], s[2])
+    layers += _checkerboards(s[0], 4, hidden * 2 ** factor_outs, res_blocks, context_features) + [Flatten(s)]
+    return Flow(StandardNormal(math.prod(s)), layers)
+
+@register_model('realnvp-multiscale', "RealNVP's multi-scale flow as its code builds it: per scale 3 checkerboard couplings, squeeze, 3 channel couplings (ResNet conditioners), half factored out (static); 4 checkerboard couplings last; exact", data='image', recipe=REALNVP_RECIPE)
+def realnvp_multiscale_static(shape, bins, hidden: int | None = None, res_blocks: int | None = None, factor_outs: int | None = None,
+                              context_features: int = 0, dequantization: str = 'uniform'):
+    return realnvp_multiscale(shape, bins, False, hidden, res_blocks, factor_outs, context_features, dequantization)
+
+@register_model('realnvp-lcma', "DRF on RealNVP: realnvp-multiscale with each factor-out chosen by likelihood contribution (LCMASplit); exact", data='image', recipe=REALNVP_RECIPE)
+def realnvp_lcma(shape, bins, hidden: int | None = None, res_blocks: int | None = None, factor_outs: int | None = None,
+                 context_features: int = 0, dequantization: str = 'uniform'):
+    return realnvp_multiscale(shape, bins, True, hidden, res_blocks, factor_outs, context_features, dequantization)
 
 # %% ../nbs/12_models.ipynb #fb276fcd
 SPATIAL_RECIPE = {'optimizer': 'adam', 'lr': 1e-3, 'weight_decay': 0.0, 'batch_size': 128, 'epochs': 500, 'grad_clip': 0.0}

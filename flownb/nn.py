@@ -11,7 +11,7 @@ from torch import nn, Tensor
 from .core import check_input, check_sizes, renamed_arguments
 
 # %% auto #0
-__all__ = ['mlp', 'conv_net', 'soft_clamp', 'GatedConv2d', 'dense_net', 'with_context', 'context_input']
+__all__ = ['mlp', 'conv_net', 'soft_clamp', 'GatedConv2d', 'dense_net', 'ResNet', 'res_net', 'with_context', 'context_input']
 
 # %% ../nbs/00a_nn.ipynb #2e3abe55
 def mlp(in_features: int, out_features: int, hidden_features: int = 64, num_layers: int = 2,
@@ -82,6 +82,41 @@ def dense_net(in_channels: int, out_channels: int, blocks: int = 1, mid_channels
     if zero_init: nn.init.zeros_(last.weight); nn.init.zeros_(last.bias)
     return nn.Sequential(nn.Conv2d(in_channels, mid_channels, 1),
                          *[_ResidualDenseBlock(mid_channels, depth, growth, dropout, gated) for _ in range(blocks)], last)
+
+# %% ../nbs/00a_nn.ipynb #cc888cde
+def _weight_normed(conv: nn.Conv2d) -> nn.Conv2d: return nn.utils.parametrizations.weight_norm(conv)
+
+class _ResidualBlock(nn.Module):
+    "ReLU, 3×3 convolution, ReLU, 3×3 convolution, plus the input"
+    def __init__(self, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.ReLU(), _weight_normed(nn.Conv2d(channels, channels, 3, padding=1)),
+                                 nn.ReLU(), _weight_normed(nn.Conv2d(channels, channels, 3, padding=1)))
+
+    def forward(self, x: Tensor) -> Tensor: return x + self.net(x)
+
+class ResNet(nn.Module):
+    "RealNVP's conditioner: 3×3 convolution in, residual blocks, 1×1 skips from the input and every block summed, ReLU, 3×3 convolution out"
+    def __init__(self, in_channels: int, out_channels: int, blocks: int = 4, hidden_features: int = 32, zero_init: bool = True):
+        super().__init__()
+        check_sizes('res_net', in_channels=in_channels, out_channels=out_channels, blocks=blocks, hidden_features=hidden_features)
+        width = hidden_features
+        self.start = _weight_normed(nn.Conv2d(in_channels, width, 3, padding=1))
+        self.blocks = nn.ModuleList(_ResidualBlock(width) for _ in range(blocks))
+        self.skips = nn.ModuleList(_weight_normed(nn.Conv2d(width, width, 1)) for _ in range(blocks + 1))
+        self.end = nn.Conv2d(width, out_channels, 3, padding=1)
+        if zero_init: nn.init.zeros_(self.end.weight); nn.init.zeros_(self.end.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.start(x)
+        skip = self.skips[0](h)
+        for block, to_skip in zip(self.blocks, self.skips[1:]):
+            h = block(h); skip = skip + to_skip(h)
+        return self.end(torch.relu(skip))
+
+def res_net(in_channels: int, out_channels: int, blocks: int = 4, hidden_features: int = 32, zero_init: bool = True) -> ResNet:
+    "RealNVP's ResNet conditioner (weight-normalised, no batch norm); the defaults are RealNVP's for 32×32 images (4 blocks, 32 features)"
+    return ResNet(in_channels, out_channels, blocks, hidden_features, zero_init)
 
 # %% ../nbs/00a_nn.ipynb #22843b88
 def with_context(h: Tensor, context: Tensor | None) -> Tensor:
