@@ -191,7 +191,7 @@ def figure(name: str, rows: dict, path: Path):
         ax.axis('off')
         ax.set_title(f"{model}: {row['test_bpd']:.3f} bits/dim\n({row['kind']}, latent {row['latent']})", fontsize=8)
     fig.suptitle(f'{name}: samples of the selected models', fontsize=9)
-    plt.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    plt.tight_layout(rect=(0, 0, 1, 0.94)); fig.savefig(path, dpi=110); plt.close(fig)   # the suptitle above the panels' titles
 
 
 def curves_figure(name: str, rows: dict, path: Path):

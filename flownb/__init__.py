@@ -9,11 +9,11 @@ __all__ = []
 # %% ../nbs/index.ipynb #2da5f36c
 import sys, types
 from .core import Transform, Bijection, Surjection, Compose, Flow, bits_per_dim, validation, use_noise_mean, noise_mean
-from .nn import mlp, conv_net
+from .nn import mlp, conv_net, res_net
 from .distributions import StandardNormal, DiagonalNormal, ConditionalNormal, ConditionalDiagonalNormal
 from .checks import check_inverse, check_logdet, check_normalized, check_iw_bound
-from .bijections import (LeakyReLU, PReLU, RQSpline, ActNorm, AffineCoupling, SplineCoupling, Conv1x1, Permutation, Squeeze,
-                               Reshape, Flatten, Logit)
+from .bijections import (LeakyReLU, PReLU, RQSpline, ActNorm, AffineCoupling, CheckerboardCoupling, SplineCoupling, Conv1x1,
+                               Permutation, Squeeze, Reshape, Flatten, Logit)
 from .flowify import FlowLinear, FlowConv2d, FlowPad2d, FlowBatchNorm, Tanh, Sigmoid, ELU
 from .surjections import Slice, Augment, Abs, Log, Sort, SortedToReal, StochasticPermutation, MaxPool2d, VAE
 from .point_sets import SortPoints, SortedPointsToReal, ShufflePoints, ReorderPoints, PointActNorm, PointCoupling, SetTransformer, point_set_flow
@@ -39,7 +39,7 @@ for _name in ('train', 'flowify'):
 __all__ = ['train', 'flowify', 'Transform', 'Bijection', 'Surjection', 'Compose', 'Flow', 'bits_per_dim', 'validation',
            'StandardNormal', 'DiagonalNormal', 'ConditionalNormal', 'ConditionalDiagonalNormal',
            'check_inverse', 'check_logdet', 'check_normalized', 'check_iw_bound',
-           'LeakyReLU', 'RQSpline', 'ActNorm', 'AffineCoupling', 'SplineCoupling', 'Conv1x1', 'Permutation', 'Squeeze', 'Reshape', 'Logit',
+           'LeakyReLU', 'RQSpline', 'ActNorm', 'AffineCoupling', 'CheckerboardCoupling', 'SplineCoupling', 'Conv1x1', 'Permutation', 'Squeeze', 'Reshape', 'Logit',
            'PReLU', 'Flatten', 'FlowLinear', 'FlowConv2d', 'FlowPad2d', 'FlowBatchNorm', 'Tanh', 'Sigmoid', 'ELU',
            'Slice', 'Augment', 'Abs', 'Log', 'Sort', 'SortedToReal', 'StochasticPermutation', 'MaxPool2d', 'VAE',
            'SortPoints', 'SortedPointsToReal', 'ShufflePoints', 'ReorderPoints', 'PointActNorm', 'PointCoupling', 'SetTransformer', 'point_set_flow',

@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_cli.ipynb #d8233873
 from __future__ import annotations
-import argparse, math, os, sys
+import argparse, ast, math, os, sys
 from pathlib import Path
 
 import torch
@@ -17,10 +17,23 @@ from .train import (TrainConfig, train, evaluate, classify, model_from_checkpoin
                           OUTLIER_KINDS, outliers, ood_scores, write_ood_histogram)
 
 # %% auto #0
-__all__ = ['COMMANDS', 'USER_ERRORS', 'train_cmd', 'eval_cmd', 'sample_cmd', 'models_cmd', 'error_line', 'main', 'cli']
+__all__ = ['COMMANDS', 'USER_ERRORS', 'parse_options', 'train_cmd', 'eval_cmd', 'sample_cmd', 'models_cmd', 'error_line', 'main',
+           'cli']
 
 # %% ../nbs/14_cli.ipynb #7d652cb7
 _RECIPE = "default: the model's recipe, else"
+
+def parse_options(text: str | None) -> dict:
+    "`KEY=VALUE,KEY=VALUE` as a dict, each value read as a Python literal (8, 0.5, True, 'max') or else kept as a string"
+    options = {}
+    for item in (text or '').split(',') if text else []:
+        key, sep, value = item.partition('=')
+        key = key.strip().replace('-', '_')
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--model-options: expected KEY=VALUE pairs separated by commas (e.g. hidden=8,res_blocks=1), got {item!r}")
+        try: options[key] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError): options[key] = value.strip()
+    return options
 
 def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
               data: Param(f"dataset: {', '.join(DATASETS)}", str) = 'digits',
@@ -38,6 +51,7 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
               conditional: Param("class-conditional: the one-hot label is the context (labelled datasets)", store_true) = False,
               lcma: Param("models with likelihood-contribution factor-outs: 'init' (scores fitted once, before training) or 'train' (accumulated over the first --lcma-steps steps, then frozen)", str) = 'init',
               lcma_steps: Param("--lcma train: the first steps whose scores accumulate", int) = 100,
+              model_options: Param("the model builder's options as KEY=VALUE,KEY=VALUE, e.g. hidden=8,res_blocks=1 (recorded in the checkpoint)", str) = None,
               imports: Param("module(s) registering your own models, comma-separated; the current folder is searched first", str) = None,
               device: Param("'auto', 'cpu', 'cuda' or 'cuda:N'", str) = 'auto',
               out: Param("run folder for best.pt, checkpoint.pt, samples.png, curves.png, metrics.json", str) = 'runs/latest',
@@ -50,11 +64,12 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
               quiet: Param("no progress bar and no line per epoch", store_true) = False):
     "Train a density model, keep the epoch of lowest validation bits/dim and report its test bits/dim; with no options, the flowified MLP on the bundled digits"
     if k < 0: raise ValueError(f"--k must be >= 0 (0: the ELBO only), got {k}")
-    modules = import_modules(imports)
+    modules, options = import_modules(imports), parse_options(model_options)
     config = TrainConfig(model=model, data=data, data_dir=data_dir, download=download, epochs=epochs, batch_size=batch_size,
                          lr=lr, optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, device=device, amp=amp, compile=compile,
                          eval_k=k or None, dequantization=dequantization, patience=patience, max_steps=max_steps, time_budget=time_budget,
-                         conditional=conditional, lcma=lcma, lcma_steps=lcma_steps, imports=modules)
+                         conditional=conditional, lcma=lcma, lcma_steps=lcma_steps, imports=modules,
+                         model_options=options)
     result = train(config, out, resume=resume, progress=not quiet)
     if not result: return   # processes other than rank 0 under torchrun
     test, selected = result['test'], result['selected']

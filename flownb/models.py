@@ -125,6 +125,20 @@ def _condition(name: str, spec: ModelSpec, flow: Flow, context_features: int) ->
 # %% ../nbs/12_models.ipynb #9612bbc6
 DEQUANTIZATIONS = ('uniform', 'variational', 'flow')   # uniform noise, a logit-normal q(u|x), a conditional flow q(u|x)
 
+def _check_options(name: str, spec: ModelSpec, options: dict):
+    "Refuse builder options the builder does not name (a builder's `**_` would swallow a misspelt one silently)"
+    params, build = [], spec.build
+    while build is not None:   # a builder that passes `**kwargs` on names the builder it passes them to as `forwards_to`
+        params += list(inspect.signature(build).parameters.values())[2:]   # after (shape, bins)
+        build = getattr(build, 'forwards_to', None)
+    named = list(dict.fromkeys(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                               and p.name not in ('context_features', 'dequantization')))
+    unknown = [k for k in options if k not in named]
+    if unknown:
+        raise ValueError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; its options: {', '.join(named) or 'none'}"
+                         + ("; the label and the dequantization have options of their own (conditional, dequantization)"
+                            if {'context_features', 'dequantization'} & set(unknown) else ''))
+
 def create_model(name: str, shape: Sequence[int], bins: int | None = None, dequantization: str = 'uniform',
                  context_features: int = 0, **options) -> Flow:
     """Build the registered model `name` for data of event `shape` with `bins` levels (None: continuous data), dequantized by uniform noise, a logit-normal ('variational') or a flow ('flow') q(u|x);
@@ -146,6 +160,7 @@ def create_model(name: str, shape: Sequence[int], bins: int | None = None, dequa
         raise ValueError(f"dequantization must be one of {', '.join(map(repr, DEQUANTIZATIONS))}, got {dequantization!r}")
     if not isinstance(context_features, int) or isinstance(context_features, bool) or context_features < 0:
         raise ValueError(f"context_features must be a non-negative integer, got {context_features!r}")
+    _check_options(name, spec, options)
     if context_features and spec.takes_context: options = {**options, 'context_features': context_features}
     if spec.takes_dequantization: options = {**options, 'dequantization': dequantization}
     elif bins is not None and dequantization != 'uniform':
@@ -515,6 +530,7 @@ def funnels_conv(shape, bins, hidden: int = 64, steps: int = 7, levels: int | No
                 data='image', recipe=FUNNELS_IMAGE_RECIPE)
 def funnels_glow(shape, bins, context_features: int = 0, dequantization: str = 'uniform', **kwargs):
     return funnels_conv(shape, bins, context_features=context_features, funnels=False, dequantization=dequantization, **kwargs)
+funnels_glow.forwards_to = funnels_conv   # its options are funnels_conv's (create_model checks them)
 
 # %% ../nbs/12_models.ipynb #f5669dcd
 FUNNELS_TABULAR_RECIPE = {'optimizer': 'adam', 'lr': 5e-4, 'weight_decay': 0.0, 'batch_size': 512, 'grad_clip': 5.0}
@@ -553,6 +569,7 @@ def nsf(shape, bins, hidden: int = 256, num_layers: int = 2, steps: int = 10, sp
                 recipe=FUNNELS_TABULAR_RECIPE)
 def funnels_nsf(shape, bins, funnel_step: int = 2, dropped: int = 4, context_features: int = 0, dequantization: str = 'uniform', **kwargs):
     return nsf(shape, bins, funnel_step=funnel_step, dropped=dropped, context_features=context_features, dequantization=dequantization, **kwargs)
+funnels_nsf.forwards_to = nsf   # its options are nsf's (create_model checks them)
 
 @register_model('funnels-mlp', "Funnels paper's F-MLP: 7 linear layers (permutation + LU) with a per-feature spline between, the third a linear funnel dropping 2 coordinates; exact",
                 recipe=FUNNELS_TABULAR_RECIPE)

@@ -13,6 +13,7 @@ from flownb import surjections as S
 from flownb import funnels as FU
 from flownb import drf as DRF
 from flownb import point_sets as P
+from flownb.nn import res_net
 
 
 def public_layer_classes() -> dict[str, type]:
@@ -81,6 +82,11 @@ BIJECTIONS.update({
     'ELU': (lambda f: FL.ELU(0.7), 'standard'),
 })
 
+# RealNVP's spatial coupling, with the default conditioner and with RealNVP's ResNet (weight-normalised convolutions)
+BIJECTIONS.update({
+    'CheckerboardCoupling': (lambda f: _randomize(B.CheckerboardCoupling(f, hidden_features=4), 0.3), 'image'),
+    'CheckerboardCoupling-resnet': (lambda f: _randomize(B.CheckerboardCoupling(f, parity=1, conditioner=lambda i, o: res_net(i, o, blocks=1, hidden_features=4)), 0.3), 'image'),
+})
 
 def _negative_signs(layer):
     "Flip the fixed sign of every other channel of a FlowBatchNorm (a trained BatchNorm's gamma can be negative)"
@@ -239,6 +245,10 @@ NORMALIZE.update({
     'ELU': (2, lambda: [FL.ELU(0.7)], -30, 10, _P(0.7) ** 2, 400),
     'FlowConv2d-avgpool': (1, lambda: [_to_image(1, 1, 2), _avg_pool((1, 2), input_shape=(1, 1, 2)), _to_vector(1, 1, 1)], -9, 9, 1.0),
 })
+# a 1×2 image: the checkerboard keeps one pixel and scales and shifts the other given it
+NORMALIZE.update({
+    'CheckerboardCoupling': (2, lambda: [_to_image(1, 1, 2), _r(B.CheckerboardCoupling(1, hidden_features=4), 0.3), _to_vector(1, 1, 2)], -9, 9, 1.0),
+})
 # layers a density check says nothing about: pure rearrangements (log-determinant 0, and invertibility is tested),
 # discrete-data layers (their sum over levels is checked separately), and variants already covered under another name
 NOT_NORMALIZED = {'Squeeze': 'a rearrangement', 'ReorderPoints': 'a rearrangement', 'Reshape': 'a rearrangement', 'Flatten': 'a rearrangement',
@@ -247,6 +257,7 @@ NOT_NORMALIZED = {'Squeeze': 'a rearrangement', 'ReorderPoints': 'a rearrangemen
                   'FlowConv2d-gaps': 'a gap needs 3 pixels, so a 3-D density: integrated on a 3-D grid in tests/test_flowify_faults.py',
                   'FlowConv2d-gaps-square': 'same maths as FlowConv2d-gaps, integrated in tests/test_flowify_faults.py',
                   'FlowConv2d-gaps-overlap': 'overlap needs 3 rows and a gap 3 columns, a 9-D density; its parts are checked in tests/test_flowify_faults.py',
+                  'CheckerboardCoupling-resnet': 'same layer as CheckerboardCoupling (another conditioner)',
                   'CroppingConvFunnel-k1': 'same layer as CroppingConvFunnel', 'StridedConvFunnel-rect': 'same layer as StridedConvFunnel', 'LCMASplit-conv': 'same layer as LCMASplit', 'LCMASplit-static': 'same layer as LCMASplit'}
 ONE_D_DATA = {'Log', 'Abs', 'Augment', 'FlowLinear-increase', 'FlowConv2d-bound', 'FlowPad2d'}
 NOT_NORMALIZED.update({'FlowBatchNorm-image': 'same layer as FlowBatchNorm',   # issue 20

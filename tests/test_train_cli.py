@@ -41,6 +41,8 @@ def metrics(run: Path) -> dict:
     (['train', '--lcma', 'sometimes'], "lcma must be 'init' or 'train', got 'sometimes'"),
     (['train', '--lcma', 'train'], "lcma='train' needs a model with LCMASplit factor-outs"),
     (['train', '--compile', 'fastest'], "compile must be a torch.compile backend ("),
+    (['train', '--model-options', 'hidden'], "--model-options: expected KEY=VALUE pairs separated by commas"),
+    (['train', '--model', 'realnvp-lcma', '--model-options', 'width=8'], "model 'realnvp-lcma' has no option 'width'; its options: hidden, res_blocks, factor_outs"),
 ])
 def test_bad_arguments_give_one_line(args, expected):
     r = flownb(*args, check=False)
@@ -210,6 +212,18 @@ def test_lcma_accumulated_during_training_is_recorded_and_kept_on_resume(tmp_pat
     r = flownb('train', '--model', 'lcma', '--epochs', '1', '--max-steps', '8', '--out', run, '--resume', '--quiet', check=False)
     assert r.returncode == 1 and "lcma='train'" in r.stderr and "lcma='init'" in r.stderr, r.stderr
 
+
+
+def test_model_options_build_the_model_are_recorded_and_rebuild_it(tmp_path):
+    "--model-options KEY=VALUE,...: the builder's options, in the checkpoint, so eval and sample rebuild the same model; a resume may not change them"
+    run = tmp_path / 'narrow'
+    flownb('train', '--model', 'realnvp-lcma', '--model-options', 'hidden=4,res_blocks=1', '--max-steps', '3', '--out', run, '--quiet')
+    state = torch.load(run / 'best.pt', map_location='cpu', weights_only=False)
+    assert state['config']['model_options'] == {'hidden': 4, 'res_blocks': 1}
+    assert metrics(run)['parameters'] < 20_000   # 9,164 here; the default widths (32 features, 4 blocks) give 2.9 million on the digits
+    assert 'bits/dim' in flownb('eval', run).stdout
+    r = flownb('train', '--model', 'realnvp-lcma', '--model-options', 'hidden=8,res_blocks=1', '--max-steps', '4', '--out', run, '--resume', '--quiet', check=False)
+    assert r.returncode == 1 and 'model_options' in r.stderr, r.stderr
 
 @pytest.mark.skipif(not (MNIST / 't10k-images-idx3-ubyte.gz').exists(), reason='MNIST not in ../shared/data/mnist')
 def test_mnist_one_epoch(tmp_path):
