@@ -20,9 +20,7 @@ from .train import (TrainConfig, train, evaluate, classify, model_from_checkpoin
 __all__ = ['COMMANDS', 'USER_ERRORS', 'parse_options', 'train_cmd', 'eval_cmd', 'sample_cmd', 'models_cmd', 'error_line', 'main',
            'cli']
 
-# %% ../nbs/14_cli.ipynb #7d652cb7
-_RECIPE = "default: the model's recipe, else"
-
+# %% ../nbs/14_cli.ipynb #6b30bb71
 def parse_options(text: str | None) -> dict:
     "`KEY=VALUE,KEY=VALUE` as a dict, each value read as a Python literal (8, 0.5, True, 'max') or else kept as a string"
     options = {}
@@ -34,6 +32,9 @@ def parse_options(text: str | None) -> dict:
         try: options[key] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError): options[key] = value.strip()
     return options
+
+# %% ../nbs/14_cli.ipynb #7d652cb7
+_RECIPE = "default: the model's recipe, else"
 
 def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
               data: Param(f"dataset: {', '.join(DATASETS)}", str) = 'digits',
