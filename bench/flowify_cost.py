@@ -6,6 +6,7 @@ U and V as plain d×d matrices that nothing keeps orthogonal, so the orthogonali
 factors and the dropped coordinates' densities is left. Nothing that applies dense U and V can be cheaper.
 
     python bench/flowify_cost.py [--quick] [--out bench/results/flowify_cost.json]
+    python bench/flowify_cost.py --batch 1024 --maps blocked_householder --threads 1 --out bench/results/flowify_cost_1024.json
 """
 import argparse, json, platform, subprocess, time
 from pathlib import Path
@@ -57,14 +58,16 @@ def main():
     ap.add_argument('--out', default='bench/results/flowify_cost.json')
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--batch', type=int, default=128)
+    ap.add_argument('--maps', default='blocked_householder,cayley,matrix_exp,householder', help='orthogonal maps to time, comma-separated')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     steps = 5 if args.quick else 15
-    x = torch.rand(128, 784, device=args.device)
+    x = torch.rand(args.batch, 784, device=args.device)
     plain = plain_mlp().to(args.device)
     results = {'plain_step_s': median_step(plain, lambda m, x: m(x).square().mean(), x, steps)}
-    for name in ['blocked_householder', 'cayley', 'matrix_exp', 'householder']:
+    for name in args.maps.split(','):
         flow = Flow(StandardNormal(8), flowify(plain_mlp(), linear_options={'orthogonal_map': name})).to(args.device)
         t = median_step(flow, lambda m, x: -m.log_prob(x).mean(), x, steps)
         results[f'{name}_step_s'] = t
@@ -76,7 +79,7 @@ def main():
     print(f"floor: U, V plain matrices (not orthogonal)   / plain MLP step = {t / results['plain_step_s']:6.1f}x")
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
     results.update(date=time.strftime('%Y-%m-%d'), commit=commit, device=args.device, threads=torch.get_num_threads(),
-                   machine=platform.machine(), torch=torch.__version__, batch=128, widths=WIDTHS, steps=steps)
+                   machine=platform.machine(), torch=torch.__version__, batch=args.batch, widths=WIDTHS, steps=steps)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}")

@@ -1,4 +1,4 @@
-"""The benchmark scripts run (bench/sampling.py, bench/compile_cost.py): smoke runs that measure nothing worth quoting and
+"""The benchmark scripts run (bench/sampling.py, bench/compile_cost.py, bench/paper_samples.py): smoke runs that measure nothing worth quoting and
 assert no time, only that each script produces the rows and tables the README is generated from."""
 import importlib.util, json, sys
 from pathlib import Path
@@ -30,3 +30,15 @@ def test_compile_cost_runs_with_a_backend_that_needs_no_compiler():
     assert res['graph_breaks'] == 0 and res['graphs'] == 1
     row, = res['rows']
     assert row['batch'] == 8 and row['flowified_compiled_s'] > 0 and row['plain_eager_s'] > 0
+
+
+def test_paper_samples_draws_a_temperature_grid_from_saved_weights(tmp_path):
+    "bench/paper_samples.py: from the weights bench/paper.py --save writes, one row per temperature (and noise-mean) setting"
+    import torch
+    from flownb.models import create_model
+    flow = create_model('flowification-conv2', (1, 28, 28), 256)
+    result = {'model': 'flowification-conv2', 'steps': 0, 'cpu_seconds': 0.0, 'test_bpd': 8.0}
+    torch.save({'model': 'flowification-conv2', 'shape': (1, 28, 28), 'bins': 256, 'state_dict': flow.state_dict(), 'result': result},
+               tmp_path / 'conv2.pt')
+    _script('paper_samples').main(['--weights', str(tmp_path), '--models', 'conv2', '--out', str(tmp_path), '--suffix', '_untrained'])
+    assert (tmp_path / 'conv2_untrained_temperatures.png').stat().st_size > 1000
