@@ -677,12 +677,14 @@ def _realnvp_sizes(shape) -> tuple[int, int, int]:
     while h % 2 == 0 and w % 2 == 0 and min(h, w) // 2 >= 4: h, w, factor_outs = h // 2, w // 2, factor_outs + 1
     return factor_outs, 4, 32
 
-def _checkerboards(channels: int, n: int, width: int, res_blocks: int, context: int, first_parity: int = 0) -> list[Transform]:
+def _checkerboards(channels: int, n: int, width: int, res_blocks: int, context: int) -> list[Transform]:
+    "n checkerboard couplings of alternating parity (0, 1, 0, …), each followed by an ActNorm"
     conditioner = lambda i, o: res_net(i, o, res_blocks, width)
-    return [t for k in range(n) for t in (CheckerboardCoupling(channels, parity=(first_parity + k) % 2, context_features=context,
-                                                               conditioner=conditioner), ActNorm(channels))]
+    return [t for k in range(n) for t in (CheckerboardCoupling(channels, parity=k % 2, context_features=context, conditioner=conditioner),
+                                          ActNorm(channels))]
 
 def _channel_couplings(channels: int, n: int, width: int, res_blocks: int, context: int) -> list[Transform]:
+    "n channel-wise affine couplings, halves alternating, each followed by an ActNorm"
     conditioner = lambda i, o: res_net(i, o, res_blocks, width)
     return [t for k in range(n) for t in (AffineCoupling(channels, conv=True, swap=k % 2 == 1, context_features=context,
                                                          conditioner=conditioner), ActNorm(channels))]
@@ -693,9 +695,9 @@ def realnvp_multiscale(shape: Sequence[int], bins: int | None, lcma: bool = Fals
     "RealNVP's multi-scale flow for images, with a static (`lcma=False`) or likelihood-contribution (`lcma=True`) factor-out; None: RealNVP's sizes"
     if len(shape) != 3: raise ValueError(f"RealNVP's multi-scale flow is for images (channels, height, width), got shape {tuple(shape)}")
     default = _realnvp_sizes(shape)
-    factor_outs = default[0] if factor_outs is None else factor_outs
-    res_blocks, hidden = res_blocks or default[1], hidden or default[2]
+    factor_outs, res_blocks, hidden = (default[k] if v is None else v for k, v in enumerate((factor_outs, res_blocks, hidden)))
     check_sizes('realnvp_multiscale', res_blocks=res_blocks, hidden=hidden)
+    check_sizes('realnvp_multiscale', 0, factor_outs=factor_outs)
     layers, s = _front(shape, bins, dequantization), tuple(shape)
     for scale in range(factor_outs):
         if s[1] % 2 or s[2] % 2: raise ValueError(f"realnvp_multiscale: {factor_outs} factor-outs halve the image {factor_outs} times, but {s[1]}×{s[2]} is odd at scale {scale}")
