@@ -6,7 +6,7 @@ U and V as plain d×d matrices that nothing keeps orthogonal, so the orthogonali
 factors and the dropped coordinates' densities is left. Nothing that applies dense U and V can be cheaper.
 
     python bench/flowify_cost.py [--quick] [--out bench/results/flowify_cost.json]
-    python bench/flowify_cost.py --batch 1024 --maps blocked_householder --threads 1 --out bench/results/flowify_cost_1024.json
+    python bench/flowify_cost.py --batch 1024 --maps blocked_householder --threads 1 --out bench/results/flowify_cost_1thread_1024.json
 """
 import argparse, json, platform, subprocess, time
 from pathlib import Path
