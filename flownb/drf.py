@@ -141,6 +141,8 @@ class LCMASplit(Surjection):
         keep: features (channels per pixel) that continue through the flow.
         hidden_features, num_layers: the conditional density's network.
         context_features: size of an optional context vector.
+        propagate: which scores continue through the flow: 'lowest' (flownb's reading: the dimensions that still carry
+            information) or 'highest' (the dimensions with the largest contribution, the other reading; see the text).
 
     Example:
         >>> split = LCMASplit((4, 8, 8), keep=2)
@@ -150,7 +152,7 @@ class LCMASplit(Surjection):
     exact = True
     stochastic = 'inverse'
     def __init__(self, shape: int | tuple[int, ...], keep: int, hidden_features: int = 64, num_layers: int = 2,
-                 context_features: int = 0):
+                 context_features: int = 0, propagate: str = 'lowest'):
         super().__init__()
         self.shape = as_shape(shape)
         if len(self.shape) not in (1, 3):
@@ -158,7 +160,8 @@ class LCMASplit(Surjection):
         size = self.shape[0]
         if isinstance(keep, bool) or not (isinstance(keep, int) and 0 < keep < size):
             raise ValueError(f"LCMASplit: keep must be in 1..{size - 1} (it drops dimensions), got {keep!r}")
-        store_attr('keep')
+        if propagate not in ('lowest', 'highest'): raise ValueError(f"LCMASplit: propagate must be 'lowest' or 'highest', got {propagate!r}")
+        store_attr('keep,propagate')
         self.conv = len(self.shape) == 3
         identity = torch.arange(size).reshape(size, *[1] * (len(self.shape) - 1)).expand(self.shape).clone()
         self.register_buffer('order', identity)
@@ -176,7 +179,7 @@ class LCMASplit(Surjection):
         state_dict.setdefault(prefix + 'seen', torch.tensor(int(bool(state_dict.get(prefix + 'fitted', False)))))   # checkpoints from before `seen`
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def extra_repr(self): return f"shape={self.shape}, keep={self.keep}, fitted={bool(self.fitted)}, seen={int(self.seen)}"
+    def extra_repr(self): return f"shape={self.shape}, keep={self.keep}, propagate={self.propagate!r}, fitted={bool(self.fitted)}, seen={int(self.seen)}"
 
 # %% ../nbs/10_drf.ipynb #2a9aefc5
 @patch
@@ -186,12 +189,12 @@ def _check_scores(self: LCMASplit, scores: Tensor, method: str):
     if not torch.isfinite(scores).all(): raise ValueError(f"{self._name()}.{method}: scores contain NaN or inf")
 
 @patch
-def _choose(self: LCMASplit): self.order.copy_(self.scores.argsort(dim=0, stable=True))
+def _choose(self: LCMASplit): self.order.copy_(self.scores.argsort(dim=0, stable=True, descending=self.propagate == 'highest'))
 
 @patch
 @torch.no_grad()
 def fit(self: LCMASplit, scores: Tensor) -> LCMASplit:
-    "Freeze the selection: at every pixel keep the `keep` lowest-scoring channels (features), factor out the rest"
+    "Freeze the selection: at every pixel keep the `keep` lowest-scoring channels (features; highest with `propagate='highest'`), factor out the rest"
     self._check_scores(scores, 'fit')
     self.scores.copy_(scores); self.seen.fill_(1); self._choose(); self.fitted.fill_(True)
     return self

@@ -691,7 +691,7 @@ def _channel_couplings(channels: int, n: int, width: int, res_blocks: int, conte
 
 def realnvp_multiscale(shape: Sequence[int], bins: int | None, lcma: bool = False, hidden: int | None = None,
                        res_blocks: int | None = None, factor_outs: int | None = None, context_features: int = 0,
-                       dequantization: str = 'uniform') -> Flow:
+                       dequantization: str = 'uniform', propagate: str = 'lowest') -> Flow:
     "RealNVP's multi-scale flow for images, with a static (`lcma=False`) or likelihood-contribution (`lcma=True`) factor-out; None: RealNVP's sizes"
     if len(shape) != 3: raise ValueError(f"RealNVP's multi-scale flow is for images (channels, height, width), got shape {tuple(shape)}")
     default = _realnvp_sizes(shape)
@@ -706,7 +706,7 @@ def realnvp_multiscale(shape: Sequence[int], bins: int | None, lcma: bool = Fals
         squeeze, s = _squeeze_if_even(s)
         layers += squeeze + _channel_couplings(s[0], 3, 2 * width, res_blocks, context_features)
         keep = s[0] // 2
-        layers.append(LCMASplit(s, keep, width, context_features=context_features) if lcma else
+        layers.append(LCMASplit(s, keep, width, context_features=context_features, propagate=propagate) if lcma else
                       Slice(s[0], keep, width, context_features=context_features, conv=True))
         s = (keep, s[1], s[2])
     layers += _checkerboards(s[0], 4, hidden * 2 ** factor_outs, res_blocks, context_features) + [Flatten(s)]
@@ -719,8 +719,8 @@ def realnvp_multiscale_static(shape, bins, hidden: int | None = None, res_blocks
 
 @register_model('realnvp-lcma', "DRF on RealNVP: realnvp-multiscale with each factor-out chosen by likelihood contribution (LCMASplit); exact", data='image', recipe=REALNVP_RECIPE)
 def realnvp_lcma(shape, bins, hidden: int | None = None, res_blocks: int | None = None, factor_outs: int | None = None,
-                 context_features: int = 0, dequantization: str = 'uniform'):
-    return realnvp_multiscale(shape, bins, True, hidden, res_blocks, factor_outs, context_features, dequantization)
+                 propagate: str = 'lowest', context_features: int = 0, dequantization: str = 'uniform'):
+    return realnvp_multiscale(shape, bins, True, hidden, res_blocks, factor_outs, context_features, dequantization, propagate)
 
 # %% ../nbs/12_models.ipynb #fb276fcd
 SPATIAL_RECIPE = {'optimizer': 'adam', 'lr': 1e-3, 'weight_decay': 0.0, 'batch_size': 128, 'epochs': 500, 'grad_clip': 0.0}

@@ -97,7 +97,7 @@ class _ResidualBlock(nn.Module):
 
 class ResNet(nn.Module):
     "RealNVP's conditioner: 3×3 convolution in, residual blocks, 1×1 skips from the input and every block summed, ReLU, 3×3 convolution out"
-    def __init__(self, in_channels: int, out_channels: int, blocks: int = 4, hidden_features: int = 32, zero_init: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, blocks: int = 4, hidden_features: int = 64, zero_init: bool = True):
         super().__init__()
         check_sizes('res_net', in_channels=in_channels, out_channels=out_channels, blocks=blocks, hidden_features=hidden_features)
         width = hidden_features
@@ -114,8 +114,8 @@ class ResNet(nn.Module):
             h = block(h); skip = skip + to_skip(h)
         return self.end(torch.relu(skip))
 
-def res_net(in_channels: int, out_channels: int, blocks: int = 4, hidden_features: int = 32, zero_init: bool = True) -> ResNet:
-    "RealNVP's ResNet conditioner (weight-normalised, no batch norm); the defaults are RealNVP's for 32×32 images (4 blocks, 32 features)"
+def res_net(in_channels: int, out_channels: int, blocks: int = 4, hidden_features: int = 64, zero_init: bool = True) -> ResNet:
+    "RealNVP's ResNet conditioner (weight-normalised, no batch norm); 64 features, flownb's width everywhere (RealNVP's on CIFAR-10), 4 blocks"
     return ResNet(in_channels, out_channels, blocks, hidden_features, zero_init)
 
 # %% ../nbs/00a_nn.ipynb #22843b88
