@@ -154,8 +154,9 @@ def train_one(model: str, data: str, data_dir: str | None, shared: dict, device:
     torch.set_num_threads(threads)
     from flownb.train import TrainConfig, train
     extra = dict(arm or {}); registry_model = extra.pop('model', model)
-    shared = {**shared, 'model_options': {**shared.get('model_options', {}), **extra.pop('model_options', {})}}   # an arm's options join the shared ones
-    config = TrainConfig(model=registry_model, data=data, data_dir=data_dir, device=device, seed=seed, **shared, **extra)
+    fields = {k: v for k, v in extra.items() if k != 'model_options'}   # an arm's model options join the shared ones
+    shared = {**shared, 'model_options': {**shared.get('model_options', {}), **extra.get('model_options', {})}}
+    config = TrainConfig(model=registry_model, data=data, data_dir=data_dir, device=device, seed=seed, **shared, **fields)
     started = time.perf_counter()
     result = train(config, out=Path(out) / model, progress=False)
     test = result['test'].get(f'iw_{config.eval_k}', result['test'])   # a bound's importance-weighted number where one was asked for
