@@ -24,7 +24,7 @@ __all__ = ['COMMANDS', 'USER_ERRORS', 'parse_options', 'train_cmd', 'eval_cmd', 
 def parse_options(text: str | None) -> dict:
     "`KEY=VALUE,KEY=VALUE` as a dict, each value read as a Python literal (8, 0.5, True, 'max') or else kept as a string"
     options = {}
-    for item in (text or '').split(',') if text else []:
+    for item in text.split(',') if text else []:
         key, sep, value = item.partition('=')
         key = key.strip().replace('-', '_')
         if not sep or not key.isidentifier():
