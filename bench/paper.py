@@ -35,11 +35,17 @@ def commit() -> str:
 
 
 def run(arch: str, data, cpu_seconds: float | None, epochs: int | None, device: str, seed: int, out: Path,
-        save: Path | None = None) -> dict:
+        save: Path | None = None, init: Path | None = None, lr: float | None = None) -> dict:
     name = f'flowification-{arch}'
     torch.manual_seed(seed)
     flow = create_model(name, data.shape, data.bins).to(device)
-    recipe = FLOWIFICATION_RECIPE
+    earlier = None
+    if init is not None:   # a warm restart: the weights of an earlier run (--save), a fresh Adam and a new cosine cycle
+        saved = torch.load(init / f'{arch}.pt', map_location=device, weights_only=False)
+        if saved['model'] != name: raise ValueError(f"{init / (arch + '.pt')} holds {saved['model']}, not {name}")
+        flow.load_state_dict(saved['state_dict'])
+        earlier = {k: saved['result'][k] for k in ('steps', 'cpu_seconds', 'test_bpd', 'flownb_commit', 'earlier') if k in saved['result']}
+    recipe = FLOWIFICATION_RECIPE if lr is None else {**FLOWIFICATION_RECIPE, 'lr': lr}
     train = data.train if getattr(data, 'valid', None) is None else torch.cat([data.train, data.valid])   # all of it, as the official code
     loader = DataLoader(TensorDataset(train), batch_size=recipe['batch_size'], shuffle=True, drop_last=True)
     optimizer = torch.optim.Adam(flow.parameters(), lr=recipe['lr'])
@@ -77,7 +83,7 @@ def run(arch: str, data, cpu_seconds: float | None, epochs: int | None, device: 
               'test_bpd': round(test['bits_per_dim'], 4), 'kind': f"{test['kind']} (one pass; continuous part {'exact' if continuous_part_exact(flow) else 'a bound'})",
               'parameters': num_parameters(flow), 'n_train': len(train), 'n_test': len(data.test), 'data_note': data.note,
               'recipe': recipe, 'threads': torch.get_num_threads(), 'device': device if device == 'cpu' else torch.cuda.get_device_name(),
-              'flownb_commit': commit(), 'torch': torch.__version__, 'machine': platform.machine(), 'train_curve_every_50': curve[::50]}
+              'seed': seed, 'earlier': earlier, 'flownb_commit': commit(), 'torch': torch.__version__, 'machine': platform.machine(), 'train_curve_every_50': curve[::50]}
     (out / f'{arch}.json').write_text(json.dumps(result, indent=1))
     if save is not None:   # the trained weights, to draw more samples later (e.g. at a lower temperature) without retraining
         save.mkdir(parents=True, exist_ok=True)
@@ -117,6 +123,9 @@ def main(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', default=str(Path(__file__).parent / 'results' / 'paper'))
     p.add_argument('--save', default=None, help="a folder to save each trained model's weights in (<model>.pt; not committed)")
+    p.add_argument('--lr', type=float, default=None, help="the peak learning rate of the cosine (default: the paper's 5e-4)")
+    p.add_argument('--init', default=None, help="a --save folder of an earlier run: start from its weights (a warm restart with a "
+                                                "fresh Adam and a new cosine cycle; the JSON records the earlier run under 'earlier')")
     args = p.parse_args(argv)
     if args.table: print(table()); return
     if args.data_dir is None: p.error('--data-dir is required to train (MNIST IDX files, e.g. ../shared/data/mnist)')
@@ -124,7 +133,8 @@ def main(argv=None):
     data = load_data('mnist', args.data_dir)
     for arch in args.models.split(','):
         run(arch.strip(), data, None if args.full else args.cpu_seconds, FLOWIFICATION_RECIPE['epochs'] if args.full else None,
-            args.device, args.seed, Path(args.out), None if args.save is None else Path(args.save))
+            args.device, args.seed, Path(args.out), None if args.save is None else Path(args.save),
+            None if args.init is None else Path(args.init), args.lr)
 
 
 if __name__ == '__main__': main()
