@@ -25,6 +25,15 @@ def load(path: Path):
     return flow, state
 
 
+def trained(result: dict) -> str:
+    "How long a run trained, counting the runs it was warm-restarted from (`bench/paper.py --init`)"
+    runs, r = [], result
+    while r is not None: runs.append(r); r = r.get('earlier')
+    runs = runs[::-1]
+    steps, cpu = (' + '.join(f"{r[k]:,.0f}" for r in runs) for k in ('steps', 'cpu_seconds'))
+    return f"{steps} steps, {cpu} CPU-s" + (' (warm restarts)' if len(runs) > 2 else ' (a warm restart)' if len(runs) == 2 else '')
+
+
 def grid(arch: str, flow, state, out: Path, n: int = 12, seed: int = 0):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -43,7 +52,7 @@ def grid(arch: str, flow, state, out: Path, n: int = 12, seed: int = 0):
         ax.imshow(make_grid(images, nrow=n, pad_value=0.5).permute(1, 2, 0).numpy(), cmap='gray')
         ax.set_xticks([]); ax.set_yticks([])
         ax.set_ylabel(f"T={temperature:g}" + (",\nnoise mean" if mean else ''), rotation=0, ha='right', va='center', fontsize=8)
-    fig.suptitle(f"{result['model']} after {result['steps']:,} steps, {result['cpu_seconds']:,.0f} CPU-s ({result['test_bpd']:.3f} test bits/dim): "
+    fig.suptitle(f"{result['model']} after {trained(result)} ({result['test_bpd']:.3f} test bits/dim): "
                  "samples at lower temperature and with the noise at its mean", fontsize=8)
     plt.tight_layout(rect=(0, 0, 1, 0.95)); fig.savefig(out, dpi=100); plt.close(fig)
 

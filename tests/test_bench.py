@@ -42,3 +42,17 @@ def test_paper_samples_draws_a_temperature_grid_from_saved_weights(tmp_path):
                tmp_path / 'conv2.pt')
     _script('paper_samples').main(['--weights', str(tmp_path), '--models', 'conv2', '--out', str(tmp_path), '--suffix', '_untrained'])
     assert (tmp_path / 'conv2_untrained_temperatures.png').stat().st_size > 1000
+
+
+def test_paper_warm_restart_names_the_runs_it_continues(tmp_path):
+    "bench/paper.py --init: refuses weights of another network; the grids' titles count the earlier runs' steps and CPU time"
+    import pytest, torch
+    from types import SimpleNamespace
+    torch.save({'model': 'flowification-conv2', 'state_dict': {}, 'result': {}}, tmp_path / 'conv1.pt')
+    data = SimpleNamespace(shape=(1, 28, 28), bins=256, train=torch.zeros(1, 1, 28, 28), valid=None)
+    with pytest.raises(ValueError, match='holds flowification-conv2, not flowification-conv1'):
+        _script('paper').run('conv1', data, 1.0, None, 'cpu', 0, tmp_path, init=tmp_path)
+    trained = _script('paper_samples').trained
+    assert trained({'steps': 7181, 'cpu_seconds': 2400.4}) == '7,181 steps, 2,400 CPU-s'
+    assert trained({'steps': 12745, 'cpu_seconds': 3600.2, 'earlier': {'steps': 7181, 'cpu_seconds': 2400.4}}) == \
+        '7,181 + 12,745 steps, 2,400 + 3,600 CPU-s (a warm restart)'
