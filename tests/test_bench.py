@@ -56,3 +56,18 @@ def test_paper_warm_restart_names_the_runs_it_continues(tmp_path):
     assert trained({'steps': 7181, 'cpu_seconds': 2400.4}) == '7,181 steps, 2,400 CPU-s'
     assert trained({'steps': 12745, 'cpu_seconds': 3600.2, 'earlier': {'steps': 7181, 'cpu_seconds': 2400.4}}) == \
         '7,181 + 12,745 steps, 2,400 + 3,600 CPU-s (a warm restart)'
+
+
+def test_reconstruction_reports_every_convolution_prefix():
+    "bench/reconstruction.py: an untrained flowification-conv1 gives one row per convolution, its exact first layer loses nothing"
+    import torch
+    from flownb.models import create_model
+    torch.manual_seed(0)
+    flow = create_model('flowification-conv1', (1, 28, 28), 256).eval()
+    x = torch.randint(0, 256, (4, 1, 28, 28)).float()
+    rec = _script('reconstruction')
+    res = rec.report(flow, x)
+    assert [r['layers'] for r in res['prefixes']] == [3, 5, 7, 9, 11]
+    first = res['prefixes'][0]['noise_mean']   # dequantize, pad, 1→16 conv: nothing dropped, so x comes back
+    assert first['mean_abs_error'] < 1e-2 and first['columns_mod_4'] == res['data_columns_mod_4']
+    assert rec.column_profile(torch.ones(2, 1, 8, 8)) == [1.0, 1.0, 1.0, 1.0]
