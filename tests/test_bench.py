@@ -71,3 +71,20 @@ def test_reconstruction_reports_every_convolution_prefix():
     first = res['prefixes'][0]['noise_mean']   # dequantize, pad, 1→16 conv: nothing dropped, so x comes back
     assert first['mean_abs_error'] < 1e-2 and first['columns_mod_4'] == res['data_columns_mod_4']
     assert rec.column_profile(torch.ones(2, 1, 8, 8)) == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_refit_means_is_a_fixed_point_after_one_step():
+    "bench/refit_means.py: the closed-form bias step moves an untrained conditional; a second step on the same draws moves nothing"
+    import torch
+    from flownb.models import create_model
+    torch.manual_seed(0)
+    flow = create_model('flowification-conv2', (1, 28, 28), 256).eval()
+    with torch.no_grad():
+        for m in flow.modules():
+            if type(m).__name__ == 'ConditionalNormal': m.net[-1].bias.normal_()   # random biases: something for the first step to correct
+    x = torch.randint(0, 256, (64, 1, 28, 28)).float()
+    refit = _script('refit_means').refit_mean_biases
+    first = refit(flow, x, seed=0)
+    second = refit(flow, x, seed=0)
+    assert len(first) >= 4 and max(first.values()) > 0.1
+    assert max(second.values()) < 1e-3
