@@ -16,7 +16,7 @@ from .core import check_input, check_sizes, check_positive, as_shape
 from .nn import mlp, conv_net, soft_clamp, context_input
 
 # %% auto #0
-__all__ = ['StandardNormal', 'DiagonalNormal', 'ConditionalNormal', 'ConditionalDiagonalNormal']
+__all__ = ['StandardNormal', 'DiagonalNormal', 'ConditionalNormal', 'balance_mean_gradients', 'ConditionalDiagonalNormal']
 
 # %% ../nbs/01_distributions.ipynb #cdf0ff3f
 class StandardNormal(nn.Module):
@@ -61,6 +61,7 @@ class DiagonalNormal(StandardNormal):
 class ConditionalNormal(nn.Module):
     "Diagonal Gaussian $p(c \\mid h)$ whose mean and soft-bounded log-scale come from a small network of `h`"
     temperature: float = 1.0   # `Flow.sample(temperature=T)` narrows (T < 1) or widens its samples
+    mean_gradient_power: float = 0.0   # β: the mean's gradient is scaled by σ^(2β) (`balance_mean_gradients`); values unchanged
     def __init__(self,
                  in_features: int,              # features (or channels, with `conv=True`) of the conditioning input h
                  out_features: int,             # features (or channels) of the modelled variable c
@@ -86,7 +87,11 @@ class ConditionalNormal(nn.Module):
         "Mean and log-scale of $c$ given `h`"
         check_input(self._name() + ' conditioning input', h, self._pattern(self.in_features))
         loc, raw_scale = self.net(context_input(self._name(), h, context, self.context_features)).chunk(2, dim=1)
-        return loc, soft_clamp(raw_scale, self.max_log_scale)
+        log_scale = soft_clamp(raw_scale, self.max_log_scale)
+        if self.mean_gradient_power and torch.is_grad_enabled():   # same value; the mean's gradient times σ^(2β)
+            weight = (2 * self.mean_gradient_power * log_scale.detach()).exp()
+            loc = loc.detach() + weight * (loc - loc.detach())
+        return loc, log_scale
 
     def dist(self, h: Tensor, context: Tensor | None = None) -> D.Distribution:
         "The conditional density as a `torch.distributions` object"
@@ -110,6 +115,16 @@ class ConditionalNormal(nn.Module):
     def draw(self, h: Tensor, context: Tensor | None = None, mean: bool = False) -> Tensor:
         "What a stochastic direction fills in: the mean when `mean` (a layer passes its `noise_mean`), else a sample"
         return self.mean(h, context) if mean else self.sample(h, context)
+
+# %% ../nbs/01_distributions.ipynb #521521ea
+def balance_mean_gradients(model: nn.Module, beta: float = 0.5) -> nn.Module:
+    """Scale the gradient of every `ConditionalNormal` mean in `model` by $\sigma^{2\beta}$ (Seitzer et al. 2022's β-NLL,
+    applied to the mean only): log-densities and samples are unchanged, wide conditionals' means learn as fast as narrow
+    ones'. `beta = 0` restores maximum-likelihood gradients. Returns `model`."""
+    if not 0 <= beta <= 1: raise ValueError(f"balance_mean_gradients: beta must be in [0, 1] (0: maximum likelihood, 1: a squared error's gradient), got {beta}")
+    for m in model.modules():
+        if isinstance(m, ConditionalNormal): m.mean_gradient_power = float(beta)
+    return model
 
 # %% ../nbs/01_distributions.ipynb #b11a41ff
 class ConditionalDiagonalNormal(StandardNormal):
