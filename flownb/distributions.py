@@ -119,8 +119,10 @@ class ConditionalNormal(nn.Module):
 # %% ../nbs/01_distributions.ipynb #521521ea
 def balance_mean_gradients(model: nn.Module, beta: float = 0.5) -> nn.Module:
     r"""Scale the gradient of every `ConditionalNormal` mean in `model` by $\sigma^{2\beta}$ (Seitzer et al. 2022's β-NLL,
-    applied to the mean only): log-densities and samples are unchanged, wide conditionals' means learn as fast as narrow
-    ones'. `beta = 0` restores maximum-likelihood gradients. Returns `model`."""
+    applied to the mean only): log-densities and samples are unchanged, and wide conditionals' means learn faster
+    relative to narrow ones' (`beta = 1`: at the same rate, as under a squared error). It acts on every
+    `ConditionalNormal`, so a reparametrized draw from one (a VAE encoder's, a variational dequantizer's) passes the
+    scaled gradient too. `beta = 0` restores maximum-likelihood gradients. Returns `model`."""
     if not 0 <= beta <= 1: raise ValueError(f"balance_mean_gradients: beta must be in [0, 1] (0: maximum likelihood, 1: a squared error's gradient), got {beta}")
     for m in model.modules():
         if isinstance(m, ConditionalNormal): m.mean_gradient_power = float(beta)
