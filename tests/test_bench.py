@@ -1,4 +1,4 @@
-"""The benchmark scripts run (bench/sampling.py, bench/compile_cost.py, bench/paper_samples.py): smoke runs that measure nothing worth quoting and
+"""The benchmark scripts run (bench/sampling.py, compile_cost.py, paper.py --init, paper_samples.py, reconstruction.py, refit_means.py): smoke runs that measure nothing worth quoting and
 assert no time, only that each script produces the rows and tables the README is generated from."""
 import importlib.util, json, sys
 from pathlib import Path
