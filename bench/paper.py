@@ -36,10 +36,11 @@ def commit() -> str:
 
 
 def run(arch: str, data, cpu_seconds: float | None, epochs: int | None, device: str, seed: int, out: Path,
-        save: Path | None = None, init: Path | None = None, lr: float | None = None, beta: float = 0.0) -> dict:
+        save: Path | None = None, init: Path | None = None, lr: float | None = None, beta: float = 0.0, beta_only: str | None = None) -> dict:
     name = f'flowification-{arch}'
     torch.manual_seed(seed)
-    flow = balance_mean_gradients(create_model(name, data.shape, data.bins).to(device), beta)   # beta 0: maximum likelihood
+    flow = create_model(name, data.shape, data.bins).to(device)
+    balance_mean_gradients(flow if beta_only is None else flow.get_submodule(beta_only), beta)   # beta 0: maximum likelihood
     earlier = None
     if init is not None:   # a warm restart: the weights of an earlier run (--save), a fresh Adam and a new cosine cycle
         saved = torch.load(init / f'{arch}.pt', map_location=device, weights_only=False)
@@ -84,7 +85,7 @@ def run(arch: str, data, cpu_seconds: float | None, epochs: int | None, device: 
               'test_bpd': round(test['bits_per_dim'], 4), 'kind': f"{test['kind']} (one pass; continuous part {'exact' if continuous_part_exact(flow) else 'a bound'})",
               'parameters': num_parameters(flow), 'n_train': len(train), 'n_test': len(data.test), 'data_note': data.note,
               'recipe': recipe, 'threads': torch.get_num_threads(), 'device': device if device == 'cpu' else torch.cuda.get_device_name(),
-              'seed': seed, 'mean_gradient_power': beta, 'earlier': earlier, 'flownb_commit': commit(), 'torch': torch.__version__, 'machine': platform.machine(), 'train_curve_every_50': curve[::50]}
+              'seed': seed, 'mean_gradient_power': beta, 'beta_only': beta_only, 'earlier': earlier, 'flownb_commit': commit(), 'torch': torch.__version__, 'machine': platform.machine(), 'train_curve_every_50': curve[::50]}
     (out / f'{arch}.json').write_text(json.dumps(result, indent=1))
     if save is not None:   # the trained weights, to draw more samples later (e.g. at a lower temperature) without retraining
         save.mkdir(parents=True, exist_ok=True)
@@ -127,6 +128,8 @@ def main(argv=None):
     p.add_argument('--lr', type=float, default=None, help="the peak learning rate of the cosine (default: the paper's 5e-4)")
     p.add_argument('--beta', type=float, default=0.0, help="balance_mean_gradients: the dropped directions' means learn with "
                                                            "their gradient scaled by sigma^(2 beta) (0: maximum likelihood, the paper's)")
+    p.add_argument('--beta-only', default=None, help="apply --beta to one module only, by name (e.g. transform.transforms.4.dropped: "
+                                                      "the conditional of conv1's second convolution)")
     p.add_argument('--init', default=None, help="a --save folder of an earlier run: start from its weights (a warm restart with a "
                                                 "fresh Adam and a new cosine cycle; the JSON records the earlier run under 'earlier')")
     args = p.parse_args(argv)
@@ -137,7 +140,7 @@ def main(argv=None):
     for arch in args.models.split(','):
         run(arch.strip(), data, None if args.full else args.cpu_seconds, FLOWIFICATION_RECIPE['epochs'] if args.full else None,
             args.device, args.seed, Path(args.out), None if args.save is None else Path(args.save),
-            None if args.init is None else Path(args.init), args.lr, args.beta)
+            None if args.init is None else Path(args.init), args.lr, args.beta, args.beta_only)
 
 
 if __name__ == '__main__': main()
