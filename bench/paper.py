@@ -40,10 +40,7 @@ def run(arch: str, data, cpu_seconds: float | None, epochs: int | None, device: 
     name = f'flowification-{arch}'
     torch.manual_seed(seed)
     flow = create_model(name, data.shape, data.bins).to(device)
-    names = [n for n, m in flow.named_modules() if type(m).__name__ == 'ConditionalNormal']
-    if beta_only is not None and beta_only not in names:
-        raise ValueError(f"--beta-only {beta_only!r} is not a conditional of {name}; its conditionals are {', '.join(names)}")
-    balance_mean_gradients(flow if beta_only is None else flow.get_submodule(beta_only), beta)   # beta 0: maximum likelihood
+    balance_mean_gradients(flow, beta, None if beta_only is None else [beta_only])   # beta 0: maximum likelihood; a wrong name lists the conditionals
     earlier = None
     if init is not None:   # a warm restart: the weights of an earlier run (--save), a fresh Adam and a new cosine cycle
         saved = torch.load(init / f'{arch}.pt', map_location=device, weights_only=False)

@@ -52,6 +52,9 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
               conditional: Param("class-conditional: the one-hot label is the context (labelled datasets)", store_true) = False,
               lcma: Param("models with likelihood-contribution factor-outs: 'init' (scores fitted once, before training) or 'train' (accumulated over the first --lcma-steps steps, then frozen)", str) = 'init',
               lcma_steps: Param("--lcma train: the first steps whose scores accumulate", int) = 100,
+              mean_gradient_power: Param("beta in [0, 1]: the conditionals' mean gradients scaled by sigma^(2 beta) (beta-NLL, means only; "
+                                         "0: maximum likelihood); the numbers reported are still the likelihood's", float) = 0.0,
+              mean_gradient_only: Param("--mean-gradient-power on these conditionals only, module names, comma-separated (a wrong name lists them)", str) = None,
               model_options: Param("the model builder's options as KEY=VALUE,KEY=VALUE, e.g. hidden=8,res_blocks=1 (recorded in the checkpoint)", str) = None,
               imports: Param("module(s) registering your own models, comma-separated; the current folder is searched first", str) = None,
               device: Param("'auto', 'cpu', 'cuda' or 'cuda:N'", str) = 'auto',
@@ -69,7 +72,8 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
     config = TrainConfig(model=model, data=data, data_dir=data_dir, download=download, epochs=epochs, batch_size=batch_size,
                          lr=lr, optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, device=device, amp=amp, compile=compile,
                          eval_k=k or None, dequantization=dequantization, patience=patience, max_steps=max_steps, time_budget=time_budget,
-                         conditional=conditional, lcma=lcma, lcma_steps=lcma_steps, imports=modules,
+                         conditional=conditional, lcma=lcma, lcma_steps=lcma_steps, imports=modules, mean_gradient_power=mean_gradient_power,
+                         mean_gradient_only=[n.strip() for n in mean_gradient_only.split(',') if n.strip()] if mean_gradient_only else [],
                          model_options=options)
     result = train(config, out, resume=resume, progress=not quiet)
     if not result: return   # processes other than rank 0 under torchrun

@@ -117,15 +117,27 @@ class ConditionalNormal(nn.Module):
         return self.mean(h, context) if mean else self.sample(h, context)
 
 # %% ../nbs/01_distributions.ipynb #521521ea
-def balance_mean_gradients(model: nn.Module, beta: float = 0.5) -> nn.Module:
-    r"""Scale the gradient of every `ConditionalNormal` mean in `model` by $\sigma^{2\beta}$ (Seitzer et al. 2022's β-NLL,
-    applied to the mean only): log-densities and samples are unchanged, and wide conditionals' means learn faster
-    relative to narrow ones' (`beta = 1`: at the same rate, as under a squared error). It acts on every
-    `ConditionalNormal`, so a reparametrized draw from one (a VAE encoder's, a variational dequantizer's) passes the
-    scaled gradient too. `beta = 0` restores maximum-likelihood gradients. Returns `model`."""
-    if not 0 <= beta <= 1: raise ValueError(f"balance_mean_gradients: beta must be in [0, 1] (0: maximum likelihood, 1: a squared error's gradient), got {beta}")
-    for m in model.modules():
-        if isinstance(m, ConditionalNormal): m.mean_gradient_power = float(beta)
+def balance_mean_gradients(model: nn.Module,                 # a flow, a layer or any module holding `ConditionalNormal`s
+                           beta: float = 0.5,                # 0: maximum likelihood; 1: a squared error's gradient for the mean
+                           only: Sequence[str] | None = None, # names (as `model.named_modules()` gives them) of the conditionals to act on; None: all
+                          ) -> nn.Module:
+    r"""Scale the gradient of every `ConditionalNormal` mean in `model` (or of the ones named in `only`) by $\sigma^{2\beta}$
+    (Seitzer et al. 2022's β-NLL, applied to the mean only): log-densities and samples are unchanged, and wide
+    conditionals' means learn faster relative to narrow ones' (`beta = 1`: at the same rate, as under a squared error).
+    It acts on a `ConditionalNormal` wherever it is, so a reparametrized draw from one (a VAE encoder's, a variational
+    dequantizer's) passes the scaled gradient too. `beta = 0` restores maximum-likelihood gradients. Returns `model`."""
+    if not (isinstance(beta, (int, float)) and 0 <= beta <= 1):
+        raise ValueError(f"balance_mean_gradients: beta must be a number in [0, 1] (0: maximum likelihood, 1: a squared error's gradient), got {beta!r}")
+    conditionals = {name: m for name, m in model.named_modules() if isinstance(m, ConditionalNormal)}
+    if only is not None:
+        if isinstance(only, str) or not all(isinstance(n, str) for n in only):
+            raise ValueError(f"balance_mean_gradients: only must be a list of module names, got {only!r}")
+        unknown = [n for n in only if n not in conditionals]
+        if unknown:
+            raise ValueError(f"balance_mean_gradients: {', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not a ConditionalNormal of "
+                             f"this {type(model).__name__}; its conditionals are {', '.join(conditionals) or 'none'}")
+    for name, m in conditionals.items():
+        if only is None or name in only: m.mean_gradient_power = float(beta)
     return model
 
 # %% ../nbs/01_distributions.ipynb #b11a41ff

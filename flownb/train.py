@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 import flownb
 from .core import Flow, validation, context_features_of, noise_mean
+from .distributions import balance_mean_gradients
 from .data import DensityData, load_data, save_image_grid, split_validation, DATASETS
 from .models import MODELS, DEQUANTIZATIONS, create_model, continuous_part_exact, num_parameters, latent_shape
 from .drf import LCMASplit, fit_lcma, freeze_lcma, LCMASchedule
@@ -94,6 +95,8 @@ class TrainConfig:
     lcma: str = 'init'              # LCMASplit factor-outs: 'init' (fitted once, before training) or 'train' (accumulated, then frozen)
     lcma_steps: int = 100           # lcma='train': the first steps that accumulate; frozen after them, at the latest at the first epoch's end
     lcma_every: int = 10            # lcma='train': one scoring every this many steps within the window
+    mean_gradient_power: float = 0.0  # β of `balance_mean_gradients`: the conditionals' means learn with their gradient times σ^(2β) (0: maximum likelihood)
+    mean_gradient_only: list = field(default_factory=list)  # the conditionals it acts on, by module name (empty: all of them)
 
 # %% ../nbs/13_train.ipynb #a1e6b115
 @patch
@@ -126,6 +129,13 @@ def validate(self: TrainConfig) -> TrainConfig:
         if not _positive_int(getattr(self, name)): raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
     if not isinstance(self.imports, (list, tuple)) or not all(isinstance(m, str) for m in self.imports):
         raise ValueError(f"imports must be a list of module names, got {self.imports!r}")
+    if not (_number(self.mean_gradient_power) and 0 <= self.mean_gradient_power <= 1):
+        raise ValueError(f"mean_gradient_power must be a number in [0, 1] (0: maximum likelihood), got {self.mean_gradient_power!r}")
+    if not isinstance(self.mean_gradient_only, (list, tuple)) or not all(isinstance(m, str) for m in self.mean_gradient_only):
+        raise ValueError(f"mean_gradient_only must be a list of module names, got {self.mean_gradient_only!r}")
+    if self.mean_gradient_only and not self.mean_gradient_power:
+        raise ValueError(f"mean_gradient_only names {', '.join(self.mean_gradient_only)}, but mean_gradient_power is 0 (maximum likelihood, "
+                         "which changes nothing); give a power in (0, 1], e.g. 0.5")
     if self.compile is not None:
         backends = torch.compiler.list_backends(exclude_tags=())
         if self.compile not in backends:
@@ -142,7 +152,7 @@ def resolve_config(config: TrainConfig) -> tuple[TrainConfig, dict]:
         if given is not None: values[name], sources[name] = given, 'set'
         elif name in recipe: values[name], sources[name] = recipe[name], 'recipe'
         else: values[name], sources[name] = default, 'default'
-    return replace(config, **values, imports=list(config.imports)).validate(), sources
+    return replace(config, **values, imports=list(config.imports), mean_gradient_only=list(config.mean_gradient_only)).validate(), sources
 
 # %% ../nbs/13_train.ipynb #c3f62bb8
 def _one_hot(labels: Tensor, num_classes: int, device) -> Tensor:
@@ -571,7 +581,7 @@ def write_samples(samples: Tensor, labels: Tensor | None, shape, bins: int | Non
         with _writing(path): fig.savefig(path, dpi=100, bbox_inches='tight')
     elif samples.dim() == 2 and samples.shape[1] == 2:
         fig = Figure(figsize=(3.5, 3.5)); ax = fig.subplots()
-        ax.scatter(*samples.T, s=3, c=None if labels is None else labels, cmap='tab10'); ax.set_aspect('equal'); ax.set_title(title, fontsize=9)
+        ax.scatter(*samples.T, s=3, **({} if labels is None else {'c': labels, 'cmap': 'tab10'})); ax.set_aspect('equal'); ax.set_title(title, fontsize=9)
         with _writing(path): fig.savefig(path, dpi=100, bbox_inches='tight')
     else: raise ValueError(f"samples of shape {tuple(samples.shape[1:])} cannot be drawn as a picture; save them as a tensor (.pt)")
     return path
@@ -611,8 +621,9 @@ def _write_curves(history: dict, path: Path, unit: str, title: str, kind: str, s
 # %% ../nbs/13_train.ipynb #e2988360
 PLOT_EVERY = (10, 60.0)   # samples.png and curves.png: every 10 epochs or 60 seconds, whichever comes first, and at the end
 _RESUME_KEYS = ('model', 'data', 'epochs', 'batch_size', 'optimizer', 'lr', 'weight_decay', 'grad_clip', 'seed', 'dequantization',
-                'model_options', 'conditional', 'lcma', 'lcma_steps', 'lcma_every')
-_BEFORE_RECIPES = {'optimizer': 'adamw', 'grad_clip': 10.0, 'conditional': False, 'lcma': 'init', 'lcma_steps': 100, 'lcma_every': 10}   # what checkpoints that predate these fields used
+                'model_options', 'conditional', 'lcma', 'lcma_steps', 'lcma_every', 'mean_gradient_power', 'mean_gradient_only')
+_BEFORE_RECIPES = {'optimizer': 'adamw', 'grad_clip': 10.0, 'conditional': False, 'lcma': 'init', 'lcma_steps': 100, 'lcma_every': 10,
+                   'mean_gradient_power': 0.0, 'mean_gradient_only': []}   # what checkpoints that predate these fields used
 
 def _check_resumable(path: Path, resumed: dict, config: TrainConfig):
     missing = [k for k in ('optimizer_state', 'scheduler_state', 'step', 'history', 'rng') if k not in resumed]
@@ -717,6 +728,8 @@ def build(self: _Run, data: DensityData | None):
     self.classes = _class_count(data, config)
     self.flow = flow = create_model(config.model, data.shape, data.bins, config.dequantization, context_features=self.classes,
                                     **config.model_options).to(device)
+    if config.mean_gradient_power:   # the means' gradients rebalanced (01_distributions); the values, and so every number reported, unchanged
+        balance_mean_gradients(flow, config.mean_gradient_power, config.mean_gradient_only or None)
     self.unit = 'bits/dim' if data.bins else 'bits/dim (continuous)'
     self.kind = 'exact' if flow.exact else 'ELBO'
     self.title = f"{config.model} on {data.name}" + (' (class-conditional)' if self.classes else '')
@@ -772,8 +785,10 @@ def announce(self: _Run, resumed: bool):
           + (f", conditional on {self.classes} classes through {flow.conditioning}" if self.classes else '') + f") on {self.data!r}; device {self.device}"
           + (f", {self.world} processes" if self.distributed else '')
           + (f"; resuming after epoch {self.epoch}" + (f", batch {self.batch}" if self.batch else '') if resumed else ''), flush=True)
+    balanced = (f"; the conditionals' mean gradients balanced with beta {config.mean_gradient_power} on "
+                + (', '.join(config.mean_gradient_only) or 'all of them') + " (the numbers are still the likelihood's)" if config.mean_gradient_power else '')
     print("settings: " + ', '.join(f"{k} {getattr(config, k)}" for k in DEFAULTS)
-          + (f" ({', '.join(self.from_recipe)} from the {config.model} recipe)" if self.from_recipe else " (flownb's defaults where not set)"), flush=True)
+          + (f" ({', '.join(self.from_recipe)} from the {config.model} recipe)" if self.from_recipe else " (flownb's defaults where not set)") + balanced, flush=True)
 
 # %% ../nbs/13_train.ipynb #476fe0ff
 @patch

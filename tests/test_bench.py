@@ -52,7 +52,7 @@ def test_paper_warm_restart_names_the_runs_it_continues(tmp_path):
     data = SimpleNamespace(shape=(1, 28, 28), bins=256, train=torch.zeros(1, 1, 28, 28), valid=None)
     with pytest.raises(ValueError, match='holds flowification-conv2, not flowification-conv1'):
         _script('paper').run('conv1', data, 1.0, None, 'cpu', 0, tmp_path, init=tmp_path)
-    with pytest.raises(ValueError, match=r"--beta-only 'transforms.4' is not a conditional of flowification-conv1; its conditionals are transform.transforms.4.dropped"):
+    with pytest.raises(ValueError, match=r"'transforms.4' is not a ConditionalNormal of this Flow; its conditionals are transform.transforms.4.dropped"):
         _script('paper').run('conv1', data, 1.0, None, 'cpu', 0, tmp_path, beta=0.5, beta_only='transforms.4')
     trained = _script('paper_samples').trained
     assert trained({'steps': 7181, 'cpu_seconds': 2400.4}) == '7,181 steps, 2,400 CPU-s'

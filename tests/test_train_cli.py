@@ -43,6 +43,10 @@ def metrics(run: Path) -> dict:
     (['train', '--compile', 'fastest'], "compile must be a torch.compile backend ("),
     (['train', '--model-options', 'hidden'], "--model-options: expected KEY=VALUE pairs separated by commas"),
     (['train', '--model', 'realnvp-lcma', '--model-options', 'width=8'], "model 'realnvp-lcma' has no option 'width'; its options: hidden, res_blocks, factor_outs"),
+    (['train', '--mean-gradient-power', '1.5'], 'mean_gradient_power must be a number in [0, 1] (0: maximum likelihood), got 1.5'),
+    (['train', '--mean-gradient-only', 'transform.transforms.3.dropped'], 'but mean_gradient_power is 0'),
+    (['train', '--mean-gradient-power', '0.5', '--mean-gradient-only', 'transform.7'],
+     "'transform.7' is not a ConditionalNormal of this Flow; its conditionals are transform.transforms.3.dropped, transform.transforms.5.dropped"),
 ])
 def test_bad_arguments_give_one_line(args, expected):
     r = flownb(*args, check=False)
@@ -224,6 +228,25 @@ def test_model_options_build_the_model_are_recorded_and_rebuild_it(tmp_path):
     assert 'bits/dim' in flownb('eval', run).stdout
     r = flownb('train', '--model', 'realnvp-lcma', '--model-options', 'hidden=8,res_blocks=1', '--max-steps', '4', '--out', run, '--resume', '--quiet', check=False)
     assert r.returncode == 1 and 'model_options' in r.stderr, r.stderr
+
+def test_balanced_mean_gradients_are_announced_recorded_and_resume_exactly(tmp_path):
+    """--mean-gradient-power on one conditional: the settings line says so, the checkpoint records it, a run stopped and
+    resumed ends with the weights of the run never stopped (the power is put back on resume), and a resume may not change it"""
+    only = 'transform.transforms.5.dropped'
+    args = ('--epochs', '1', '--batch-size', '64', '--mean-gradient-power', '0.5', '--mean-gradient-only', only, '--quiet')
+    whole = flownb('train', *args, '--max-steps', '6', '--out', tmp_path / 'whole')
+    assert f"mean gradients balanced with beta 0.5 on {only}" in whole.stdout, whole.stdout
+    flownb('train', *args, '--max-steps', '3', '--out', tmp_path / 'split')
+    flownb('train', *args, '--max-steps', '6', '--out', tmp_path / 'split', '--resume')
+    a, b = (torch.load(tmp_path / run / 'checkpoint.pt', map_location='cpu', weights_only=False) for run in ('whole', 'split'))
+    assert a['config']['mean_gradient_power'] == 0.5 and a['config']['mean_gradient_only'] == [only]
+    assert all(torch.equal(a['model_state'][k], b['model_state'][k]) for k in a['model_state'])
+    plain = flownb('train', '--epochs', '1', '--batch-size', '64', '--max-steps', '6', '--out', tmp_path / 'plain', '--quiet')
+    c = torch.load(tmp_path / 'plain' / 'checkpoint.pt', map_location='cpu', weights_only=False)
+    assert not torch.equal(a['model_state'][only + '.net.0.weight'], c['model_state'][only + '.net.0.weight'])
+    r = flownb('train', '--epochs', '1', '--batch-size', '64', '--max-steps', '8', '--out', tmp_path / 'whole', '--resume', '--quiet', check=False)
+    assert r.returncode == 1 and 'mean_gradient_power=0.5' in r.stderr, r.stderr
+
 
 @pytest.mark.skipif(not (MNIST / 't10k-images-idx3-ubyte.gz').exists(), reason='MNIST not in ../shared/data/mnist')
 def test_mnist_one_epoch(tmp_path):
