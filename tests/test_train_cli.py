@@ -241,7 +241,7 @@ def test_balanced_mean_gradients_are_announced_recorded_and_resume_exactly(tmp_p
     a, b = (torch.load(tmp_path / run / 'checkpoint.pt', map_location='cpu', weights_only=False) for run in ('whole', 'split'))
     assert a['config']['mean_gradient_power'] == 0.5 and a['config']['mean_gradient_only'] == [only]
     assert all(torch.equal(a['model_state'][k], b['model_state'][k]) for k in a['model_state'])
-    plain = flownb('train', '--epochs', '1', '--batch-size', '64', '--max-steps', '6', '--out', tmp_path / 'plain', '--quiet')
+    flownb('train', '--epochs', '1', '--batch-size', '64', '--max-steps', '6', '--out', tmp_path / 'plain', '--quiet')
     c = torch.load(tmp_path / 'plain' / 'checkpoint.pt', map_location='cpu', weights_only=False)
     assert not torch.equal(a['model_state'][only + '.net.0.weight'], c['model_state'][only + '.net.0.weight'])
     r = flownb('train', '--epochs', '1', '--batch-size', '64', '--max-steps', '8', '--out', tmp_path / 'whole', '--resume', '--quiet', check=False)
