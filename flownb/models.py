@@ -26,14 +26,14 @@ from .point_sets import point_set_flow
 # %% auto #0
 __all__ = ['RECIPE_FIELDS', 'MODELS', 'DEQUANTIZATIONS', 'FLOWIFICATION_RECIPE', 'FLOWIFICATION_ARCHITECTURES', 'PAPER_SHAPES',
            'FUNNELS_IMAGE_RECIPE', 'FUNNELS_TABULAR_RECIPE', 'SURVAE_IMAGE_RECIPE', 'SURVAE_SHAPES', 'REALNVP_RECIPE',
-           'SPATIAL_RECIPE', 'ModelSpec', 'register_model', 'conditioning_of', 'create_model', 'continuous_part_exact',
-           'latent_shape', 'num_parameters', 'gaussian', 'realnvp', 'flowify_mlp', 'flowify_mlp_coupling',
-           'flowify_conv1', 'flowify_conv1_coupling', 'flowify_conv2', 'flowify_conv2_coupling', 'paper_spline',
-           'paper_network', 'flowification_model', 'flowification_mlp', 'flowification_conv1', 'flowification_conv2',
-           'flowification_conv1_nsf', 'flowification_conv2_nsf', 'funnel', 'maxpool', 'slice_', 'funnels_conv',
-           'funnels_glow', 'nsf', 'funnels_nsf', 'funnels_mlp', 'survae_pool_flow', 'poolflow_max', 'poolflow_slice',
-           'multiscale', 'lcma', 'drf_prior', 'realnvp_multiscale', 'realnvp_multiscale_static', 'realnvp_lcma',
-           'sortflow', 'permuteflow']
+           'SPATIAL_RECIPE', 'ModelSpec', 'register_model', 'conditioning_of', 'builder_defaults', 'changed_defaults',
+           'create_model', 'continuous_part_exact', 'latent_shape', 'num_parameters', 'gaussian', 'realnvp',
+           'flowify_mlp', 'flowify_mlp_coupling', 'flowify_conv1', 'flowify_conv1_coupling', 'flowify_conv2',
+           'flowify_conv2_coupling', 'paper_spline', 'paper_network', 'flowification_model', 'flowification_mlp',
+           'flowification_conv1', 'flowification_conv2', 'flowification_conv1_nsf', 'flowification_conv2_nsf', 'funnel',
+           'maxpool', 'slice_', 'funnels_conv', 'funnels_glow', 'nsf', 'funnels_nsf', 'funnels_mlp', 'survae_pool_flow',
+           'poolflow_max', 'poolflow_slice', 'multiscale', 'lcma', 'drf_prior', 'realnvp_multiscale',
+           'realnvp_multiscale_static', 'realnvp_lcma', 'sortflow', 'permuteflow']
 
 # %% ../nbs/12_models.ipynb #997f0209
 RECIPE_FIELDS = {'optimizer': str, 'lr': float, 'weight_decay': float, 'batch_size': int, 'epochs': int, 'grad_clip': float}
@@ -47,8 +47,9 @@ class ModelSpec:
     data: str = 'any'   # 'image': needs (C, H, W) data; 'points': needs (points, point_features) sets; 'any': images or vectors
     recipe: dict | None = None   # training settings (`TrainConfig` field -> value) a run uses unless told otherwise
     shapes: tuple | None = None  # the only data shapes it is defined for (a paper's networks), or None: any
+    earlier_defaults: dict | None = None  # builder defaults since changed, as checkpoints written before flownb recorded them were built
 
-    def __post_init__(self): self.recipe = dict(self.recipe or {})
+    def __post_init__(self): self.recipe, self.earlier_defaults = dict(self.recipe or {}), dict(self.earlier_defaults or {})
 
     @property
     def module(self) -> str:
@@ -78,12 +79,15 @@ def _check_recipe(name: str, recipe: dict) -> dict:
         if not ok: raise ValueError(f"register_model({name!r}): recipe[{key!r}] should be {'a number' if kind is float else 'an ' + kind.__name__ if kind is int else 'a string'}, got {value!r}")
     return dict(recipe)
 
-def register_model(name: str, description: str, data: str = 'any', recipe: dict | None = None, shapes: Sequence | None = None):
-    "Decorator that adds a model builder to `MODELS` under `name`, with the training `recipe` its runs use unless told otherwise"
+def register_model(name: str, description: str, data: str = 'any', recipe: dict | None = None, shapes: Sequence | None = None,
+                   earlier_defaults: dict | None = None):
+    """Decorator that adds a model builder to `MODELS` under `name`, with the training `recipe` its runs use unless told otherwise;
+    `earlier_defaults`: builder defaults that have since changed, with the values that older checkpoints (which did not record them) were built with"""
     recipe = _check_recipe(name, recipe or {})
     def deco(build):
         if name in MODELS: raise ValueError(f"register_model: a model named {name!r} is already registered")
-        MODELS[name] = ModelSpec(name, build, description, data, recipe, None if shapes is None else tuple(tuple(s) for s in shapes))
+        MODELS[name] = ModelSpec(name, build, description, data, recipe, None if shapes is None else tuple(tuple(s) for s in shapes),
+                                 earlier_defaults)
         return build
     return deco
 
@@ -125,19 +129,36 @@ def _condition(name: str, spec: ModelSpec, flow: Flow, context_features: int) ->
 # %% ../nbs/12_models.ipynb #9612bbc6
 DEQUANTIZATIONS = ('uniform', 'variational', 'flow')   # uniform noise, a logit-normal q(u|x), a conditional flow q(u|x)
 
+def _options_of(spec: ModelSpec) -> dict[str, inspect.Parameter]:
+    "The options a builder names (after shape and bins; not the label's or the dequantization's), first mention first"
+    params, build = {}, spec.build
+    while build is not None:   # a builder that passes `**kwargs` on names the builder it passes them to as `forwards_to`
+        for p in list(inspect.signature(build).parameters.values())[2:]:   # after (shape, bins)
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ('context_features', 'dequantization'):
+                params.setdefault(p.name, p)
+        build = getattr(build, 'forwards_to', None)
+    return params
+
 def _check_options(name: str, spec: ModelSpec, options: dict):
     "Refuse builder options the builder does not name (a builder's `**_` would swallow a misspelt one silently)"
-    params, build = [], spec.build
-    while build is not None:   # a builder that passes `**kwargs` on names the builder it passes them to as `forwards_to`
-        params += list(inspect.signature(build).parameters.values())[2:]   # after (shape, bins)
-        build = getattr(build, 'forwards_to', None)
-    named = list(dict.fromkeys(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                               and p.name not in ('context_features', 'dequantization')))
+    named = list(_options_of(spec))
     unknown = [k for k in options if k not in named]
     if unknown:
         raise ValueError(f"model {name!r} has no option {', '.join(map(repr, unknown))}; its options: {', '.join(named) or 'none'}"
                          + ("; the label and the dequantization have options of their own (conditional, dequantization)"
                             if {'context_features', 'dequantization'} & set(unknown) else ''))
+
+def builder_defaults(name: str) -> dict:
+    "The defaults of model `name`'s options that a checkpoint can record (numbers, strings, booleans, None): how a model built without options is built today"
+    simple = lambda v: v is None or isinstance(v, (bool, int, float, str))
+    return {k: p.default for k, p in _options_of(MODELS[name]).items() if p.default is not p.empty and simple(p.default)}
+
+def changed_defaults(name: str, recorded: dict | None) -> dict:
+    """The options to rebuild model `name` as a checkpoint was built: each recorded default that differs from today's
+    (`recorded` None, a checkpoint from before defaults were recorded: the model's `earlier_defaults`)"""
+    recorded = MODELS[name].earlier_defaults if recorded is None else recorded
+    today = builder_defaults(name)
+    return {k: v for k, v in recorded.items() if k in today and today[k] != v}
 
 def create_model(name: str, shape: Sequence[int], bins: int | None = None, dequantization: str = 'uniform',
                  context_features: int = 0, **options) -> Flow:
@@ -242,13 +263,19 @@ def realnvp(shape, bins, hidden: int = 64, blocks: int = 4, context_features: in
     return Flow(StandardNormal(d), layers)
 
 # %% ../nbs/12_models.ipynb #b37b2052
-def _mlp_module(features: int, latent: int, slope: float = 0.1, between: Callable[[int], list] | None = None) -> nn.Sequential:
-    "Linear layers of halving widths with LeakyReLU between; `between(width)` may add flownb transforms after each activation"
+def _leaky_relu(slope: float) -> nn.LeakyReLU:
+    "The flowify-* models' activation, or a `ValueError`: a LeakyReLU is invertible only with a positive slope"
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 < slope < math.inf:
+        raise ValueError(f"slope must be a positive number (the LeakyReLU's slope for negative inputs; 0 is not invertible), got {slope!r}")
+    return nn.LeakyReLU(slope)
+
+def _mlp_module(features: int, latent: int, slope: float = 0.5, between: Callable[[int], list] | None = None) -> nn.Sequential:
+    "Linear layers of halving widths with LeakyReLU(`slope`) between; `between(width)` may add flownb transforms after each activation"
     layers, width = [], features
     for i, w in enumerate(_halving_widths(features, latent)):
         layers.append(nn.Linear(width, w)); width = w
         if w != latent:
-            layers.append(nn.LeakyReLU(slope))
+            layers.append(_leaky_relu(slope))
             if between is not None: layers += between(w)
     return nn.Sequential(*layers)
 
@@ -278,10 +305,13 @@ def _flowified(shape, bins, module: nn.Sequential, latent: int, hidden: int, con
                    conv_options=lambda conv: {'hidden_features': hidden // 2, **context(conv)})
     return Flow(StandardNormal(latent), _front(shape, bins, dequantization) + _swap_in_context_twins(body) + [RQSpline(latent, bound=4.0)])
 
-@register_model('flowify-mlp', 'flownb adaptation of the paper MLP for any size: halving widths to an 8-D latent, LeakyReLU (not the paper spline), logit front, 64-wide conditioners, a final spline')
-def flowify_mlp(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, dequantization: str = 'uniform', **_):
+_SLOPE_BEFORE = {'slope': 0.1}   # the flowify-* models' LeakyReLU slope until 2026-12-07 (why 0.5 now: the markdown above)
+
+@register_model('flowify-mlp', 'flownb adaptation of the paper MLP for any size: halving widths to an 8-D latent, LeakyReLU(0.5) (not the paper spline), logit front, 64-wide conditioners, a final spline',
+                earlier_defaults=_SLOPE_BEFORE)
+def flowify_mlp(shape, bins, latent: int = 8, hidden: int = 64, slope: float = 0.5, context_features: int = 0, dequantization: str = 'uniform', **_):
     d, latent = math.prod(shape), min(latent, math.prod(shape))
-    module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent))
+    module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent, slope))
     return _flowified(shape, bins, module, latent, hidden, context_features, dequantization)
 
 def _spline_block(width: int, hidden: int, conv: bool = False, context: int = 0) -> list[Transform]:
@@ -289,50 +319,51 @@ def _spline_block(width: int, hidden: int, conv: bool = False, context: int = 0)
     if width < 2: return []
     return [_deferred(lambda reads: SplineCoupling(width, hidden // 2 if conv else hidden, conv=conv, bound=4.0, context_features=reads), context)]
 
-@register_model('flowify-mlp-coupling', 'flownb adaptation: flowify-mlp with a spline coupling after each activation (the paper puts its -nsf stacks elsewhere)')
-def flowify_mlp_coupling(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, dequantization: str = 'uniform', **_):
+@register_model('flowify-mlp-coupling', 'flownb adaptation: flowify-mlp with a spline coupling after each activation (the paper puts its -nsf stacks elsewhere)',
+                earlier_defaults=_SLOPE_BEFORE)
+def flowify_mlp_coupling(shape, bins, latent: int = 8, hidden: int = 64, slope: float = 0.5, context_features: int = 0, dequantization: str = 'uniform', **_):
     d, latent = math.prod(shape), min(latent, math.prod(shape))
     between = lambda w: _spline_block(w, hidden, context=context_features)
-    module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent, between=between))
+    module = nn.Sequential(*([nn.Flatten()] if len(shape) > 1 else []), *_mlp_module(d, latent, slope, between=between))
     return _flowified(shape, bins, module, latent, hidden, context_features, dequantization)
 
 # %% ../nbs/12_models.ipynb #a92b3fc7
-def _conv1(shape, bins, latent: int, hidden: int, coupling: bool, context: int = 0, dequantization: str = 'uniform') -> Flow:
+def _conv1(shape, bins, latent: int, hidden: int, coupling: bool, slope: float, context: int = 0, dequantization: str = 'uniform') -> Flow:
     c, h, w = shape
-    convs = [nn.Conv2d(c, 4 * c, 3, stride=2, padding=1), nn.LeakyReLU(0.1)]
+    convs = [nn.Conv2d(c, 4 * c, 3, stride=2, padding=1), _leaky_relu(slope)]
     h, w, c = (h + 1) // 2, (w + 1) // 2, 4 * c
     if coupling: convs += _spline_block(c, hidden, conv=True, context=context)
     between = (lambda width: _spline_block(width, hidden, context=context)) if coupling else None
-    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, between=between)), latent, hidden, context,
+    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, slope, between=between)), latent, hidden, context,
                       dequantization)
 
-def _conv2(shape, bins, latent: int, hidden: int, coupling: bool, context: int = 0, dequantization: str = 'uniform') -> Flow:
+def _conv2(shape, bins, latent: int, hidden: int, coupling: bool, slope: float, context: int = 0, dequantization: str = 'uniform') -> Flow:
     c, h, w = shape
     convs = []
     for _ in range(2):
         if h % 2 or w % 2: break
-        convs += [nn.Conv2d(c, 4 * c, 2, stride=2), nn.LeakyReLU(0.1)]; c, h, w = 4 * c, h // 2, w // 2
+        convs += [nn.Conv2d(c, 4 * c, 2, stride=2), _leaky_relu(slope)]; c, h, w = 4 * c, h // 2, w // 2
         if coupling: convs += _spline_block(c, hidden, conv=True, context=context)
     if not convs: raise ValueError(f"flowify-conv2 needs an even image height and width, got {shape[1]}×{shape[2]}")
     between = (lambda width: _spline_block(width, hidden, context=context)) if coupling else None
-    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, between=between)), latent, hidden, context,
+    return _flowified(shape, bins, nn.Sequential(*convs, nn.Flatten(), *_mlp_module(c * h * w, latent, slope, between=between)), latent, hidden, context,
                       dequantization)
 
-@register_model('flowify-conv1', 'flownb adaptation: one overlapping 3x3 stride-2 convolution (padding 1), then flowify-mlp; a bound', data='image')
-def flowify_conv1(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, dequantization: str = 'uniform', **_):
-    return _conv1(shape, bins, latent, hidden, coupling=False, context=context_features, dequantization=dequantization)
+@register_model('flowify-conv1', 'flownb adaptation: one overlapping 3x3 stride-2 convolution (padding 1), then flowify-mlp; a bound', data='image', earlier_defaults=_SLOPE_BEFORE)
+def flowify_conv1(shape, bins, latent: int = 8, hidden: int = 64, slope: float = 0.5, context_features: int = 0, dequantization: str = 'uniform', **_):
+    return _conv1(shape, bins, latent, hidden, coupling=False, slope=slope, context=context_features, dequantization=dequantization)
 
-@register_model('flowify-conv1-coupling', 'flownb adaptation: flowify-conv1 with a spline coupling after each activation; a bound', data='image')
-def flowify_conv1_coupling(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, dequantization: str = 'uniform', **_):
-    return _conv1(shape, bins, latent, hidden, coupling=True, context=context_features, dequantization=dequantization)
+@register_model('flowify-conv1-coupling', 'flownb adaptation: flowify-conv1 with a spline coupling after each activation; a bound', data='image', earlier_defaults=_SLOPE_BEFORE)
+def flowify_conv1_coupling(shape, bins, latent: int = 8, hidden: int = 64, slope: float = 0.5, context_features: int = 0, dequantization: str = 'uniform', **_):
+    return _conv1(shape, bins, latent, hidden, coupling=True, slope=slope, context=context_features, dequantization=dequantization)
 
-@register_model('flowify-conv2', 'flownb adaptation: two non-overlapping 2x2 stride-2 convolutions, then flowify-mlp; exact', data='image')
-def flowify_conv2(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, dequantization: str = 'uniform', **_):
-    return _conv2(shape, bins, latent, hidden, coupling=False, context=context_features, dequantization=dequantization)
+@register_model('flowify-conv2', 'flownb adaptation: two non-overlapping 2x2 stride-2 convolutions, then flowify-mlp; exact', data='image', earlier_defaults=_SLOPE_BEFORE)
+def flowify_conv2(shape, bins, latent: int = 8, hidden: int = 64, slope: float = 0.5, context_features: int = 0, dequantization: str = 'uniform', **_):
+    return _conv2(shape, bins, latent, hidden, coupling=False, slope=slope, context=context_features, dequantization=dequantization)
 
-@register_model('flowify-conv2-coupling', 'flownb adaptation: flowify-conv2 with a spline coupling after each activation; exact', data='image')
-def flowify_conv2_coupling(shape, bins, latent: int = 8, hidden: int = 64, context_features: int = 0, dequantization: str = 'uniform', **_):
-    return _conv2(shape, bins, latent, hidden, coupling=True, context=context_features, dequantization=dequantization)
+@register_model('flowify-conv2-coupling', 'flownb adaptation: flowify-conv2 with a spline coupling after each activation; exact', data='image', earlier_defaults=_SLOPE_BEFORE)
+def flowify_conv2_coupling(shape, bins, latent: int = 8, hidden: int = 64, slope: float = 0.5, context_features: int = 0, dequantization: str = 'uniform', **_):
+    return _conv2(shape, bins, latent, hidden, coupling=True, slope=slope, context=context_features, dequantization=dequantization)
 
 # %% ../nbs/12_models.ipynb #747f2d20
 FLOWIFICATION_RECIPE = {'optimizer': 'adam', 'lr': 5e-4, 'weight_decay': 0.0, 'batch_size': 128, 'epochs': 300, 'grad_clip': 0.0}

@@ -26,7 +26,7 @@ import flownb
 from .core import Flow, validation, context_features_of, noise_mean
 from .distributions import balance_mean_gradients
 from .data import DensityData, load_data, save_image_grid, split_validation, DATASETS
-from .models import MODELS, DEQUANTIZATIONS, create_model, continuous_part_exact, num_parameters, latent_shape
+from .models import MODELS, DEQUANTIZATIONS, create_model, continuous_part_exact, num_parameters, latent_shape, builder_defaults, changed_defaults
 from .drf import LCMASplit, fit_lcma, freeze_lcma, LCMASchedule
 
 # %% auto #0
@@ -377,8 +377,9 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = 'cpu') 
     if cfg['model'] not in MODELS: raise _not_registered(Path(path), state)
     classes = state.get('num_classes') or 0 if cfg.get('conditional') else 0
     if not (type(classes) is int and classes >= 0): raise CheckpointError(f"{path}: its 'num_classes' should be a non-negative integer, got {_short(classes)}")
-    try: flow = create_model(cfg['model'], state['shape'], state.get('bins'), cfg.get('dequantization', 'uniform'),
-                             context_features=classes, **cfg.get('model_options', {}))
+    try:   # as it was built: a builder default changed since (e.g. flowify-*'s slope) is passed as the checkpoint recorded it
+        options = {**changed_defaults(cfg['model'], state.get('model_defaults')), **cfg.get('model_options', {})}
+        flow = create_model(cfg['model'], state['shape'], state.get('bins'), cfg.get('dequantization', 'uniform'), context_features=classes, **options)
     except (ValueError, TypeError) as e: raise CheckpointError(f"{path}: cannot rebuild its model {cfg.get('model')!r}: {e}") from None
     try: flow.load_state_dict(state['model_state'])
     except (RuntimeError, TypeError, ValueError) as e:
@@ -719,15 +720,18 @@ def resumed_checkpoint(self: _Run, resume: bool) -> dict | None:
 
 # %% ../nbs/13_train.ipynb #13558007
 @patch
-def build(self: _Run, data: DensityData | None):
-    "Load `data` (unless given), carve its validation split, create and initialise the model, and wrap it for DDP under torchrun"
+def build(self: _Run, data: DensityData | None, resumed: dict | None = None):
+    """Load `data` (unless given), carve its validation split, create and initialise the model, and wrap it for DDP under torchrun;
+    a `resumed` checkpoint's model is built as it was, with the builder defaults it recorded"""
     config, device = self.config, self.device
     torch.manual_seed(config.seed)
     data = data if data is not None else load_data(config.data, config.data_dir, config.download, seed=config.seed)
     self.data = data = split_validation(data, config.seed)
     self.classes = _class_count(data, config)
+    self.restored_defaults = changed_defaults(config.model, resumed.get('model_defaults')) if resumed is not None else {}
+    self.model_defaults = {**builder_defaults(config.model), **self.restored_defaults}   # what checkpoints record
     self.flow = flow = create_model(config.model, data.shape, data.bins, config.dequantization, context_features=self.classes,
-                                    **config.model_options).to(device)
+                                    **{**self.restored_defaults, **config.model_options}).to(device)
     if config.mean_gradient_power:   # the means' gradients rebalanced (01_distributions); the values, and so every number reported, unchanged
         balance_mean_gradients(flow, config.mean_gradient_power, config.mean_gradient_only or None)
     self.unit = 'bits/dim' if data.bins else 'bits/dim (continuous)'
@@ -784,7 +788,9 @@ def announce(self: _Run, resumed: bool):
     print(f"flownb {flownb.__version__}: {config.model} ({num_parameters(flow):,} parameters, latent {math.prod(latent_shape(flow))}"
           + (f", conditional on {self.classes} classes through {flow.conditioning}" if self.classes else '') + f") on {self.data!r}; device {self.device}"
           + (f", {self.world} processes" if self.distributed else '')
-          + (f"; resuming after epoch {self.epoch}" + (f", batch {self.batch}" if self.batch else '') if resumed else ''), flush=True)
+          + (f"; resuming after epoch {self.epoch}" + (f", batch {self.batch}" if self.batch else '') if resumed else '')
+          + (f"; built as the checkpoint was: {', '.join(f'{k}={v!r}' for k, v in self.restored_defaults.items())} (a default that has changed since)"
+             if self.restored_defaults else ''), flush=True)
     balanced = (f"; the conditionals' mean gradients balanced with beta {config.mean_gradient_power} on "
                 + (', '.join(config.mean_gradient_only) or 'all of them') + " (the numbers are still the likelihood's)" if config.mean_gradient_power else '')
     print("settings: " + ', '.join(f"{k} {getattr(config, k)}" for k in DEFAULTS)
@@ -796,7 +802,7 @@ def checkpoint_common(self: _Run) -> dict:
     "What every checkpoint records besides the training state: settings, data shape, classes, the model and its weights"
     return {'config': asdict(self.config), 'config_sources': self.sources, 'shape': list(self.data.shape), 'bins': self.data.bins,
             'num_classes': self.classes, 'model_module': MODELS[self.config.model].module, 'model_state': self.flow.state_dict(),
-            'flownb_version': flownb.__version__}
+            'model_defaults': self.model_defaults, 'flownb_version': flownb.__version__}
 
 @patch
 def save_latest(self: _Run, selected: bool = False):
@@ -986,7 +992,7 @@ def train(config: TrainConfig,                 # what to train
     run = _Run(config, sources, Path(out), progress, stop_after_steps)
     with _hold_run_folder(run.out, run.rank, run.distributed):   # rank 0 holds out/.lock from here to metrics.json
         resumed = run.resumed_checkpoint(resume)
-        run.build(data)
+        run.build(data, resumed)
         run.prepare_training(resumed)
         if run.rank == 0: run.announce(resumed is not None)
         run.stopped = _stop_reason(config, run.epoch, run.step, sum(run.history['epoch_seconds']) + run.partial_seconds, run.best, run.limit)

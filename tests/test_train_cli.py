@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flownb.train import load_checkpoint
+from flownb.train import load_checkpoint, model_from_checkpoint
 from cli_runner import ENV, free_port, run_flownb as flownb   # in this process; fresh_process=True where the boundary matters
 
 MNIST = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'mnist'
@@ -228,6 +228,28 @@ def test_model_options_build_the_model_are_recorded_and_rebuild_it(tmp_path):
     assert 'bits/dim' in flownb('eval', run).stdout
     r = flownb('train', '--model', 'realnvp-lcma', '--model-options', 'hidden=8,res_blocks=1', '--max-steps', '4', '--out', run, '--resume', '--quiet', check=False)
     assert r.returncode == 1 and 'model_options' in r.stderr, r.stderr
+
+def test_checkpoint_from_before_a_default_changed_is_rebuilt_as_trained(tmp_path):
+    """flowify-*'s LeakyReLU slope went from 0.1 to 0.5: a checkpoint records its builder's defaults, and one written
+    before it did is rebuilt with the old slope (the model's `earlier_defaults`) by eval, sample and a resume, not silently with 0.5"""
+    run = tmp_path / 'old'
+    flownb('train', '--model-options', 'slope=0.1', '--epochs', '1', '--batch-size', '64', '--max-steps', '3', '--out', run, '--quiet')
+    before = flownb('eval', run).stdout
+    for name in ('checkpoint.pt', 'best.pt'):   # as an older flownb wrote it: no recorded defaults, no options given
+        state = torch.load(run / name, map_location='cpu', weights_only=False)
+        state.pop('model_defaults', None); state['config']['model_options'] = {}   # best.pt may be a hard link of checkpoint.pt
+        torch.save(state, run / name)
+    flow, _ = model_from_checkpoint(run / 'best.pt')
+    assert {m.negative_slope for m in flow.modules() if type(m).__name__ == 'LeakyReLU'} == {0.1}
+    assert flownb('eval', run).stdout == before   # the same number from the same weights
+    resumed = flownb('train', '--epochs', '1', '--batch-size', '64', '--max-steps', '6', '--out', run, '--resume')
+    assert "built as the checkpoint was: slope=0.1 (a default that has changed since)" in resumed.stdout, resumed.stdout
+    assert load_checkpoint(run / 'checkpoint.pt')['model_defaults'] == {'latent': 8, 'hidden': 64, 'slope': 0.1}
+    new = tmp_path / 'new'
+    flownb('train', '--epochs', '1', '--batch-size', '64', '--max-steps', '2', '--out', new, '--quiet')
+    assert load_checkpoint(new / 'best.pt')['model_defaults'] == {'latent': 8, 'hidden': 64, 'slope': 0.5}
+    flow, _ = model_from_checkpoint(new / 'best.pt')
+    assert {m.negative_slope for m in flow.modules() if type(m).__name__ == 'LeakyReLU'} == {0.5}
 
 def test_balanced_mean_gradients_are_announced_recorded_and_resume_exactly(tmp_path):
     """--mean-gradient-power on one conditional: the settings line says so, the checkpoint records it, a run stopped and
