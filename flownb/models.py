@@ -26,8 +26,8 @@ from .point_sets import point_set_flow
 # %% auto #0
 __all__ = ['RECIPE_FIELDS', 'MODELS', 'DEQUANTIZATIONS', 'FLOWIFICATION_RECIPE', 'FLOWIFICATION_ARCHITECTURES', 'PAPER_SHAPES',
            'FUNNELS_IMAGE_RECIPE', 'FUNNELS_TABULAR_RECIPE', 'SURVAE_IMAGE_RECIPE', 'SURVAE_SHAPES', 'REALNVP_RECIPE',
-           'SPATIAL_RECIPE', 'ModelSpec', 'register_model', 'conditioning_of', 'builder_defaults', 'changed_defaults',
-           'create_model', 'continuous_part_exact', 'latent_shape', 'num_parameters', 'gaussian', 'realnvp',
+           'SPATIAL_RECIPE', 'ModelSpec', 'register_model', 'conditioning_of', 'create_model', 'builder_defaults',
+           'changed_defaults', 'continuous_part_exact', 'latent_shape', 'num_parameters', 'gaussian', 'realnvp',
            'flowify_mlp', 'flowify_mlp_coupling', 'flowify_conv1', 'flowify_conv1_coupling', 'flowify_conv2',
            'flowify_conv2_coupling', 'paper_spline', 'paper_network', 'flowification_model', 'flowification_mlp',
            'flowification_conv1', 'flowification_conv2', 'flowification_conv1_nsf', 'flowification_conv2_nsf', 'funnel',
@@ -148,18 +148,6 @@ def _check_options(name: str, spec: ModelSpec, options: dict):
                          + ("; the label and the dequantization have options of their own (conditional, dequantization)"
                             if {'context_features', 'dequantization'} & set(unknown) else ''))
 
-def builder_defaults(name: str) -> dict:
-    "The defaults of model `name`'s options that a checkpoint can record (numbers, strings, booleans, None): how a model built without options is built today"
-    simple = lambda v: v is None or isinstance(v, (bool, int, float, str))
-    return {k: p.default for k, p in _options_of(MODELS[name]).items() if p.default is not p.empty and simple(p.default)}
-
-def changed_defaults(name: str, recorded: dict | None) -> dict:
-    """The options to rebuild model `name` as a checkpoint was built: each recorded default that differs from today's
-    (`recorded` None, a checkpoint from before defaults were recorded: the model's `earlier_defaults`)"""
-    recorded = MODELS[name].earlier_defaults if recorded is None else recorded
-    today = builder_defaults(name)
-    return {k: v for k, v in recorded.items() if k in today and today[k] != v}
-
 def create_model(name: str, shape: Sequence[int], bins: int | None = None, dequantization: str = 'uniform',
                  context_features: int = 0, **options) -> Flow:
     """Build the registered model `name` for data of event `shape` with `bins` levels (None: continuous data), dequantized by uniform noise, a logit-normal ('variational') or a flow ('flow') q(u|x);
@@ -191,6 +179,19 @@ def create_model(name: str, shape: Sequence[int], bins: int | None = None, dequa
     if context_features: flow = _condition(name, spec, flow, context_features)
     flow.model_name = name
     return flow
+
+# %% ../nbs/12_models.ipynb #31b8c622
+def builder_defaults(name: str) -> dict:
+    "The defaults of model `name`'s options that a checkpoint can record (numbers, strings, booleans, None): how a model built without options is built today"
+    simple = lambda v: v is None or isinstance(v, (bool, int, float, str))
+    return {k: p.default for k, p in _options_of(MODELS[name]).items() if p.default is not p.empty and simple(p.default)}
+
+def changed_defaults(name: str, recorded: dict | None) -> dict:
+    """The options to rebuild model `name` as a checkpoint was built: each recorded default that differs from today's
+    (`recorded` None, a checkpoint from before defaults were recorded: the model's `earlier_defaults`)"""
+    recorded = MODELS[name].earlier_defaults if recorded is None else recorded
+    today = builder_defaults(name)
+    return {k: v for k, v in recorded.items() if k in today and today[k] != v}
 
 # %% ../nbs/12_models.ipynb #edb28af6
 def continuous_part_exact(flow: Flow) -> bool:
