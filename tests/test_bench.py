@@ -1,7 +1,9 @@
-"""The benchmark scripts run (bench/sampling.py, compile_cost.py, paper.py --init, paper_samples.py, reconstruction.py, refit_means.py): smoke runs that measure nothing worth quoting and
+"""The benchmark scripts run (bench/sampling.py, compile_cost.py, paper.py --init, paper_samples.py, reconstruction.py, refit_means.py, flowify_samples.py): smoke runs that measure nothing worth quoting and
 assert no time, only that each script produces the rows and tables the README is generated from."""
 import importlib.util, json, sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / 'bench'
 
@@ -91,3 +93,16 @@ def test_refit_means_is_a_fixed_point_after_one_step():
     second = refit(flow, x, seed=0)
     assert len(first) >= 4 and max(first.values()) > 0.1 and offsets.keys() == first.keys()
     assert max(second.values()) < 1e-3
+
+
+MNIST = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'mnist'
+
+
+@pytest.mark.skipif(not (MNIST / 't10k-images-idx3-ubyte.gz').exists(), reason='MNIST not in ../shared/data/mnist')
+def test_flowify_samples_trains_keeps_and_draws(tmp_path):
+    "bench/flowify_samples.py: a 1-s run of one model keeps its metrics and samples, and the figure titles it with its number"
+    script = _script('flowify_samples')
+    r = script.run('flowify-mlp', str(MNIST), 1, tmp_path)
+    assert r['stopped'] == 'time_budget' and r['test']['n'] == 10_000 and (tmp_path / 'flowify-mlp_samples.png').exists()
+    assert json.loads((tmp_path / 'flowify-mlp.json').read_text())['budget_seconds'] == 1
+    assert script.figure(tmp_path).exists()
