@@ -48,15 +48,15 @@ def figure(out: Path) -> Path:
     if not done: raise SystemExit(f"no results in {out}: run with --models first")
     cols = 3
     rows = -(-len(done) // cols)
-    fig, axs = plt.subplots(rows, cols, figsize=(4 * cols, 4.3 * rows), squeeze=False)
+    fig, axs = plt.subplots(rows, cols, figsize=(4 * cols, 4.9 * rows), squeeze=False)
     for ax in axs.flat: ax.set_axis_off()
     for ax, name in zip(axs.flat, done):
         r = json.loads((out / f'{name}.json').read_text())
         ax.imshow(plt.imread(out / f'{name}_samples.png'))
         ax.set_title(f"{name}\n{r['test']['bits_per_dim']:.3f} bits/dim ({r['test']['kind']}), {r['steps']:,} steps", fontsize=10)
     fig.suptitle(f"flowify-* on MNIST after {r['budget_seconds']:.0f} s of training (one thread), temperature 1", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(out / 'samples.png', dpi=80)
+    fig.tight_layout(h_pad=3.5, rect=(0, 0, 1, 0.97))
+    fig.savefig(out / 'samples.png', dpi=90)
     return out / 'samples.png'
 
 
