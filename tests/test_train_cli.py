@@ -43,6 +43,7 @@ def metrics(run: Path) -> dict:
     (['train', '--compile', 'fastest'], "compile must be a torch.compile backend ("),
     (['train', '--model-options', 'hidden'], "--model-options: expected KEY=VALUE pairs separated by commas"),
     (['train', '--model', 'realnvp-lcma', '--model-options', 'width=8'], "model 'realnvp-lcma' has no option 'width'; its options: hidden, res_blocks, factor_outs"),
+    (['train', '--model-options', 'slope=0'], "slope must be a positive number (the LeakyReLU's slope for negative inputs; 0 is not invertible), got 0"),
     (['train', '--mean-gradient-power', '1.5'], 'mean_gradient_power must be a number in [0, 1] (0: maximum likelihood), got 1.5'),
     (['train', '--mean-gradient-only', 'transform.transforms.3.dropped'], 'but mean_gradient_power is 0'),
     (['train', '--mean-gradient-power', '0.5', '--mean-gradient-only', 'transform.7'],
