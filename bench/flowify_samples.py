@@ -14,7 +14,7 @@ training, so a busy machine buys fewer steps: each row records its steps.
 Writes `<out>/<model>.json` (the run's metrics without the per-step history), `<out>/<model>_samples.png` and
 `<out>/samples.png`, all models' grids in one figure (default `bench/results/flowify`).
 """
-import argparse, json, shutil, subprocess, sys, tempfile
+import argparse, json, shutil, sys, tempfile
 from pathlib import Path
 
 import matplotlib
@@ -22,14 +22,11 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flownb.train import TrainConfig, train
+from paper import commit   # the short hash of HEAD, as every bench result records it
 
 MODELS = ['flowify-mlp', 'flowify-conv2', 'flowify-conv1', 'flowify-mlp-coupling', 'flowify-conv2-coupling', 'flowify-conv1-coupling']
-
-
-def commit() -> str:
-    try: return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-    except OSError: return 'unknown'
 
 
 def run(name: str, data_dir: str, seconds: float, out: Path) -> dict:

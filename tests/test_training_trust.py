@@ -404,7 +404,7 @@ def test_conditional_samples_are_of_the_class_asked_for(tmp_path, digits, capsys
     flow, _ = model_from_checkpoint(run / 'best.pt')
     samples, labels = draw_samples(flow, per_class=30)
     hits = float((torch.as_tensor(classifier.predict(samples.flatten(1).float() / 16)) == labels).float().mean())
-    # chance: 0.1; 0.55 is 26 standard deviations (of chance) above it for 300 samples. Measured: 0.64 (60 epochs, 0.5); 0.67 to 0.75 (30, 0.1); 0.37 to 0.53 when the label reached the base only
+    # chance: 0.1; 0.55 is 26 standard deviations (of chance) above it for 300 samples. Measured: 0.64 in 13_train (60 epochs, 0.5, its seed-1 draws); 0.67 to 0.75 (30, 0.1); 0.37 to 0.53 when the label reached the base only
     assert hits > 0.55, hits
     assert main(['sample', str(run), '--class', '3', '--n', '9', '--out', str(tmp_path / 'three.pt')]) == 0
     threes = torch.load(tmp_path / 'three.pt')
