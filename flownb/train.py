@@ -341,6 +341,9 @@ def _check_fields(path: Path, state: dict):
     if bins is not None and not (type(bins) is int and bins > 1): fail("'bins'", 'None or an integer > 1', bins)
     if not (type(state['epoch']) is int and state['epoch'] >= 0): fail("'epoch'", 'a non-negative integer', state['epoch'])
     if not isinstance(state['model_state'], dict): fail("'model_state'", "a dict of tensors (the model's state_dict)", state['model_state'])
+    defaults = state.get('model_defaults')   # absent (None) in checkpoints from before builder defaults were recorded
+    if defaults is not None and not (isinstance(defaults, dict) and all(isinstance(k, str) for k in defaults)):
+        fail("'model_defaults'", "a dict of the model's option defaults (option name -> value)", defaults)
 
 def load_checkpoint(path: str | Path) -> dict:
     "Read a checkpoint written by `save_checkpoint`, or raise a `CheckpointError` that says what is wrong with it"

@@ -239,6 +239,7 @@ CRAFTED = {
     'model_state is a list': (lambda s: s.update(model_state=[]), "its 'model_state' should be a dict of tensors"),
     'bins is a string': (lambda s: s.update(bins='17'), "its 'bins' should be None or an integer > 1"),
     'epoch is a string': (lambda s: s.update(epoch='1'), "its 'epoch' should be a non-negative integer"),
+    'model_defaults is a list': (lambda s: s.update(model_defaults=[0.1]), "its 'model_defaults' should be a dict of the model's option defaults"),
 }
 
 
