@@ -48,12 +48,32 @@ class BlockHouseholder(nn.Module):
         self.vectors.copy_(y); self.signs.copy_(signs)
         return self
 
-# %% ../nbs/04_flowify_linear.ipynb #b04a3ed1
+# %% ../nbs/04_flowify_linear.ipynb #76e8270b
 def _triangle(y: Tensor) -> Tensor:
     "The upper-triangular S of one block of vectors Y (d, k), with H(y_1)⋯H(y_k) = I - Y S⁻¹ Yᵀ"
     g = y.T @ y
     return torch.triu(g, 1) + torch.diag_embed(g.diagonal() / 2)
 
+def _block_backward(grad: Tensor, x: Tensor, y: Tensor, w: Tensor, s: Tensor, transpose: bool) -> tuple[Tensor, Tensor]:
+    "∂L/∂X and ∂L/∂Y of one block X' = X - W Yᵀ, W = X Y M⁻¹ (M = S, or Sᵀ with `transpose`), from G = ∂L/∂X'"
+    a = torch.linalg.solve_triangular(s if transpose else s.T, grad @ y, upper=transpose, left=False).neg()   # A = -(G Y) M⁻ᵀ
+    minus_gs = a.T @ w if transpose else w.T @ a                                                               # -∂L/∂S
+    minus_p = torch.triu(minus_gs, 1) + torch.diag_embed(minus_gs.diagonal() / 2)
+    grad_y = torch.addmm(torch.addmm(x.T @ a, grad.T, w, alpha=-1), y, minus_p + minus_p.T, alpha=-1)     # XᵀA - GᵀW + Y(P + Pᵀ)
+    return torch.addmm(grad, a, y.T), grad_y                                                                   # G + A Yᵀ
+
+def _block_tangent(dx: Tensor, dy: Tensor | None, x: Tensor, y: Tensor, w: Tensor, s: Tensor, transpose: bool) -> Tensor:
+    "dX' of one block from dX and dY (None: Y held fixed): dW = (dX Y + X dY - W dM) M⁻¹, dX' = dX - dW Yᵀ - W dYᵀ"
+    da = dx @ y
+    if dy is not None:
+        dg = dy.T @ y
+        dg = dg + dg.T
+        ds = torch.triu(dg, 1) + torch.diag_embed(dg.diagonal() / 2)
+        da = da + x @ dy - w @ (ds.T if transpose else ds)
+    out = dx - torch.linalg.solve_triangular(s.T if transpose else s, da, upper=not transpose, left=False) @ y.T
+    return out if dy is None else out - w @ dy.T
+
+# %% ../nbs/04_flowify_linear.ipynb #633e482f
 class _Reflections(torch.autograd.Function):
     """Rows `x` (n, d) times H(y_1)⋯H(y_{d-1}), or with `transpose` times its transpose, block by block, with the
     hand-written backward and forward-mode derivative derived above. The outputs after the first (each block's input,
@@ -69,7 +89,7 @@ class _Reflections(torch.autograd.Function):
             y, s = ys[k], _triangle(ys[k])
             w = torch.linalg.solve_triangular(s.T if transpose else s, x @ y, upper=not transpose, left=False)
             inputs[k], ws[k], ss[k] = x.view_as(x), w, s
-            x = torch.addmm(x, w, y.T, alpha=-1)                      # x - W Yᵀ
+            x = torch.addmm(x, w, y.T, alpha=-1)                      # X - W Yᵀ
         return (x, *inputs, *ws, *ss)
 
     @staticmethod
@@ -83,40 +103,30 @@ class _Reflections(torch.autograd.Function):
     def _saved(ctx):
         vectors, *rest = ctx.saved_tensors
         n = len(rest) // 3
-        return vectors.split(ctx.block, dim=1), rest[:n], rest[n:2 * n], rest[2 * n:]
+        return vectors.split(ctx.block, dim=1), zip(rest[:n], rest[n:2 * n], rest[2 * n:])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor, *_):
-        ys, inputs, ws, ss = _Reflections._saved(ctx)
-        tr, grad_ys = ctx.transpose, [None] * len(ys)
-        for k in (range(len(ys)) if tr else reversed(range(len(ys)))):
-            y, x, w, s = ys[k], inputs[k], ws[k], ss[k]
-            a = torch.linalg.solve_triangular(s if tr else s.T, grad @ y, upper=tr, left=False).neg()   # ∂L/∂(XY) = -(G Y) M⁻ᵀ
-            minus_gs = w.T @ a if not tr else a.T @ w                                                     # -∂L/∂S
-            p = torch.triu(minus_gs, 1) + torch.diag_embed(minus_gs.diagonal() / 2)                       # -P
-            grad_ys[k] = torch.addmm(torch.addmm(x.T @ a, grad.T, w, alpha=-1), y, p + p.T, alpha=-1)  # XᵀA - GᵀW + Y(P + Pᵀ)
-            grad = torch.addmm(grad, a, y.T)                                                              # G + A Yᵀ
+        ys, saved = _Reflections._saved(ctx)
+        saved, grad_ys = list(saved), [None] * len(ys)
+        for k in (range(len(ys)) if ctx.transpose else reversed(range(len(ys)))):   # the blocks in reverse order
+            x, w, s = saved[k]
+            grad, grad_ys[k] = _block_backward(grad, x, ys[k], w, s, ctx.transpose)
         return grad, torch.cat(grad_ys, 1), None, None
 
     @staticmethod
     def jvp(ctx, dx: Tensor | None, dvectors: Tensor | None, *_):
-        ys, inputs, ws, ss = _Reflections._saved(ctx)
-        tr = ctx.transpose
+        ys, saved = _Reflections._saved(ctx)
+        saved = list(saved)
         dys = dvectors.split(ctx.block, dim=1) if dvectors is not None else [None] * len(ys)
-        if dx is None: dx = torch.zeros_like(inputs[0])
-        for k in (reversed(range(len(ys))) if tr else range(len(ys))):
-            y, dy, x, w, s = ys[k], dys[k], inputs[k], ws[k], ss[k]
-            da = dx @ y                                               # d(XY) - W dM, then dW = (…) M⁻¹
-            if dy is not None:
-                dg = dy.T @ y
-                dg = dg + dg.T
-                ds = torch.triu(dg, 1) + torch.diag_embed(dg.diagonal() / 2)
-                da = da + x @ dy - w @ (ds.T if tr else ds)
-            dx = dx - torch.linalg.solve_triangular(s.T if tr else s, da, upper=not tr, left=False) @ y.T
-            if dy is not None: dx = dx - w @ dy.T
+        if dx is None: dx = torch.zeros_like(saved[0][0])
+        for k in (reversed(range(len(ys))) if ctx.transpose else range(len(ys))):
+            x, w, s = saved[k]
+            dx = _block_tangent(dx, dys[k], x, ys[k], w, s, ctx.transpose)
         return (dx,) + (None,) * (3 * len(ys))
 
+# %% ../nbs/04_flowify_linear.ipynb #b04a3ed1
 @patch
 def _blocks(self: BlockHouseholder):
     "Per block of reflections: Y (d, k) and S"
