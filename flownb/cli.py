@@ -261,14 +261,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flownb {cmd}: interrupted; the last completed epoch's checkpoint is kept; continue with --resume", file=sys.stderr)
         return 130
     finally:   # under torchrun: leave the process group before the process exits (gloo can abort a process that exits with it open)
-        if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            global _left_process_group
+            torch.distributed.destroy_process_group(); _left_process_group = True
     return 0
+
+_left_process_group = False   # set by `main` once it has left a torchrun process group
 
 def cli():
     "Console-script wrapper: run `main` and exit with its status (quietly when the reader of stdout goes away, e.g. `| head`)"
     try: status = main(); sys.stdout.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); status = 1
+    if _left_process_group:   # skip interpreter finalization, where gloo's leftover threads can abort a finished process
+        sys.stdout.flush(); sys.stderr.flush(); os._exit(status)
     sys.exit(status)
 
 if __name__ == '__main__' and getattr(__spec__, 'name', None) == 'flownb.cli': cli()   # `python -m flownb.cli`, e.g. under torchrun
