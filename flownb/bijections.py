@@ -105,7 +105,7 @@ class PReLU(Bijection):
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         return torch.where(z < 0, z * (-self._slope(z)).exp(), z)
 
-# %% ../nbs/03_bijections.ipynb #9ab1140e
+# %% ../nbs/03_bijections.ipynb #28c2dea0
 def _knots(raw: Tensor, bound: float, min_size: float) -> tuple[Tensor, Tensor]:
     "Bin sizes from raw parameters: softmax with a floor, scaled to `2*bound`; returns (sizes, knot positions)"
     k = raw.shape[-1]
@@ -114,6 +114,20 @@ def _knots(raw: Tensor, bound: float, min_size: float) -> tuple[Tensor, Tensor]:
     knots = torch.cat([knots[..., :1].clamp(max=-bound), knots[..., 1:-1], knots[..., -1:].clamp(min=bound)], -1)  # exact ends
     return knots[..., 1:] - knots[..., :-1], knots
 
+def _bin_values(xc: Tensor, knots: Tensor, tables: list[Tensor]) -> list[Tensor]:
+    "Each element's bin k (knots[k] < x ≤ knots[k+1], clamped to the K bins) and every table's entry for that bin"
+    k = tables[0].shape[-1]
+    shape = torch.broadcast_shapes(knots.shape[:-1], *(t.shape[:-1] for t in tables))
+    if math.prod(shape) < xc.numel():
+        # shared knots (an activation's per-channel spline): count the interior knots below x and index one small stacked
+        # table, whose gradient is then added into (parameters × K) numbers, instead of gathering from six tables
+        # expanded to x's size, whose gradients are x-sized zeros scattered into and summed back
+        rows = torch.arange(math.prod(shape), device=xc.device).reshape(shape) * k + (xc.unsqueeze(-1) > knots[..., 1:-1]).sum(-1)
+        return torch.stack(torch.broadcast_tensors(*tables), -1).reshape(-1, len(tables))[rows].unbind(-1)
+    idx = (torch.searchsorted(knots.expand(*xc.shape, k + 1).contiguous(), xc.unsqueeze(-1).contiguous()) - 1).clamp(0, k - 1)
+    return [torch.gather(t.expand(*xc.shape, k), -1, idx).squeeze(-1) for t in tables]
+
+# %% ../nbs/03_bijections.ipynb #9ab1140e
 def rational_quadratic_spline(x: Tensor,               # inputs, any shape
                               raw_widths: Tensor,      # shape x.shape + (K,) (broadcastable)
                               raw_heights: Tensor,     # shape x.shape + (K,)
@@ -132,10 +146,7 @@ def rational_quadratic_spline(x: Tensor,               # inputs, any shape
     inside = (x >= -bound) & (x <= bound)
     xc = x.clamp(-bound, bound)
     knots = yk if inverse else xk
-    idx = (torch.searchsorted(knots.expand(*xc.shape, knots.shape[-1]).contiguous(), xc.unsqueeze(-1).contiguous()) - 1)
-    idx = idx.clamp(0, widths.shape[-1] - 1)
-    take = lambda t: torch.gather(t.expand(*xc.shape, t.shape[-1]), -1, idx).squeeze(-1)
-    x0, y0, w, h, d0, d1 = take(xk[..., :-1]), take(yk[..., :-1]), take(widths), take(heights), take(d[..., :-1]), take(d[..., 1:])
+    x0, y0, w, h, d0, d1 = _bin_values(xc, knots, [xk[..., :-1], yk[..., :-1], widths, heights, d[..., :-1], d[..., 1:]])
     s = h / w
     if not inverse:
         xi = (xc - x0) / w
@@ -163,7 +174,6 @@ def packed_spline(x: Tensor, raw: Tensor, bound: float, inverse: bool = False) -
     "`rational_quadratic_spline` with the parameters a conditioner emits packed in `raw`'s last dimension: K widths, K heights, K-1 derivatives"
     k = (raw.shape[-1] + 1) // 3
     return rational_quadratic_spline(x, raw[..., :k], raw[..., k:2 * k], raw[..., 2 * k:], bound=bound, inverse=inverse)
-
 
 # %% ../nbs/03_bijections.ipynb #d91931ad
 class RQSpline(Bijection):

@@ -1,0 +1,91 @@
+"""Does the spline activation's shared-table lookup pay? Times forward + backward of `RQSpline` (one spline per channel,
+the Flowification networks' activation) at the paper's conv2 activation shapes, and the training step of
+`flowification-conv2` (MNIST shape, batch 128), with `_bin_values`' shared-knots path (the default) and with the
+per-element gather it replaced; the variants interleaved over `--rounds` rounds in one run, one thread.
+
+    python bench/spline_lookup.py [--quick] [--out bench/results/spline_lookup.json]
+"""
+import argparse, json, platform, subprocess, time
+from pathlib import Path
+
+import torch
+
+import flownb.bijections as bijections
+from flownb.bijections import RQSpline
+from flownb.models import create_model
+
+SHARED = bijections._bin_values
+
+
+def gathered(xc, knots, tables):
+    "The per-element path for every input: searchsorted over the knots expanded to x's size, one gather per table"
+    k = tables[0].shape[-1]
+    idx = (torch.searchsorted(knots.expand(*xc.shape, k + 1).contiguous(), xc.unsqueeze(-1).contiguous()) - 1).clamp(0, k - 1)
+    return [torch.gather(t.expand(*xc.shape, k), -1, idx).squeeze(-1) for t in tables]
+
+
+def median_time(f, repeats):
+    for _ in range(2): f()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); f(); times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def timed(make_step, repeats, rounds):
+    "Median over rounds of the median step time, shared-knots path against the gather, interleaved"
+    out = {'shared': [], 'gather': []}
+    for _ in range(rounds):
+        for name, fn in (('shared', SHARED), ('gather', gathered)):
+            bijections._bin_values = fn
+            out[name].append(median_time(make_step(), repeats))
+    bijections._bin_values = SHARED
+    return {k: sorted(v)[len(v) // 2] for k, v in out.items()}
+
+
+def activation(shape):
+    def make():
+        torch.manual_seed(0)
+        spline, x = RQSpline(shape[1], bins=10), (torch.randn(*shape) * 2).requires_grad_()
+        def step():
+            y, ldj = spline(x); (y.sum() + ldj.sum()).backward()
+        return step
+    return make
+
+
+def training_step(name, batch):
+    def make():
+        torch.manual_seed(0)
+        model = create_model(name, (1, 28, 28), bins=256)
+        opt, x = torch.optim.Adam(model.parameters(), lr=1e-4), torch.randint(0, 256, (batch, 1, 28, 28)).float()
+        def step():
+            loss = -model.log_prob(x).mean(); opt.zero_grad(); loss.backward(); opt.step()
+        return step
+    return make
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--quick', action='store_true', help='fewer repeats, no training step')
+    ap.add_argument('--out', default='bench/results/spline_lookup.json')
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    repeats, rounds = (5, 2) if args.quick else (15, 3)
+    rows = []
+    print('| case | gather (ms) | shared table (ms) | shared ÷ gather |\n|---|---|---|---|')
+    cases = [(f'RQSpline activation {tuple(s)}', activation(s)) for s in ([128, 4, 14, 14], [128, 16, 7, 7], [128, 32, 4, 4])]
+    if not args.quick: cases.append(('flowification-conv2 training step, batch 128', training_step('flowification-conv2', 128)))
+    for label, make in cases:
+        t = timed(make, repeats, rounds)
+        rows.append(dict(case=label, **{f'{k}_s': v for k, v in t.items()}))
+        print(f"| {label} | {t['gather'] * 1e3:.1f} | {t['shared'] * 1e3:.1f} | {t['shared'] / t['gather']:.2f} |")
+    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
+    result = dict(rows=rows, date=time.strftime('%Y-%m-%d'), commit=commit, threads=1, machine=platform.machine(),
+                  torch=torch.__version__, repeats=repeats, rounds=rounds)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == '__main__':
+    main()
