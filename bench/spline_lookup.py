@@ -3,7 +3,7 @@ the Flowification networks' activation) at the paper's conv2 activation shapes, 
 `flowification-conv2` (MNIST shape, batch 128), with `_bin_values`' shared-knots path (the default) and with the
 per-element gather it replaced; the variants interleaved over `--rounds` rounds in one run, one thread.
 
-    python bench/spline_lookup.py [--quick] [--out bench/results/spline_lookup.json]
+    python bench/spline_lookup.py [--quick] [--rounds N] [--out bench/results/spline_lookup.json]
 """
 import argparse, json, platform, subprocess, time
 from pathlib import Path
@@ -68,9 +68,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true', help='fewer repeats, no training step')
     ap.add_argument('--out', default='bench/results/spline_lookup.json')
+    ap.add_argument('--rounds', type=int, default=None, help='interleaved rounds (default 3, quick 2)')
     args = ap.parse_args()
     torch.set_num_threads(1)
     repeats, rounds = (5, 2) if args.quick else (15, 3)
+    rounds = args.rounds or rounds
     rows = []
     print('| case | gather (ms) | shared table (ms) | shared ÷ gather |\n|---|---|---|---|')
     cases = [(f'RQSpline activation {tuple(s)}', activation(s)) for s in ([128, 4, 14, 14], [128, 16, 7, 7], [128, 32, 4, 4])]
