@@ -113,6 +113,22 @@ def test_block_householder_is_orthogonal_and_loads_any_orthogonal_matrix(d, bloc
     torch.testing.assert_close(q.load(target).weight, target, atol=1e-12, rtol=0)
 
 
+@given(d=st.integers(2, 40), block=st.integers(1, 9), rows=st.integers(0, 60), seed=st.integers(0, 2**16))
+def test_hand_written_backward_matches_autograd(d, block, rows, seed):
+    "Whatever the sizes (one block or many, a ragged last one, no rows, more rows than d so that Q is formed), the hand-written derivatives are autograd's"
+    torch.manual_seed(seed)
+    q = BlockHouseholder(d, block).double()
+    with torch.no_grad(): q.vectors.add_(torch.randn_like(q.vectors) * 0.5)
+    x = torch.randn(rows, d, dtype=torch.float64, requires_grad=True)
+    cotangents = torch.randn(2, rows, d, dtype=torch.float64)
+    results = []
+    for hand_written in (True, False):
+        q.hand_written_backward = hand_written
+        loss = (q.right(x) * cotangents[0]).sum() + (q.right_t(x) * cotangents[1]).sum()
+        results.append((loss, *torch.autograd.grad(loss, (x, q.vectors))))
+    for a, b in zip(*results): torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
 def test_orthogonal_map_choices():
     x = torch.randn(6, 5, dtype=torch.float64)
     linear = nn.Linear(5, 3).double()
