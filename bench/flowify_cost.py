@@ -40,6 +40,15 @@ def unconstrained_factors(flow):
     return flow
 
 
+def median_time(f, repeats):
+    "Median seconds of `repeats` calls of `f`, after two warm-up calls"
+    for _ in range(2): f()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); f(); times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
 def median_step(model, loss_fn, x, steps):
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     times = []

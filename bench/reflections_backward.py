@@ -1,7 +1,7 @@
 """Is the hand-written backward of the blocked reflections worth having? Times forward + backward of `BlockHouseholder.right`
 (x -> xQ) with `hand_written_backward` on (the default) and off (autograd on the plain operations), beside a dense
 x @ W of the same size, and the training step of the flowified paper MLP 784-512-256-128-64-32-8 both ways beside the
-plain MLP's; everything in one run, the variants interleaved over `--repeats` rounds, one thread.
+plain MLP's; everything in one run, the variants interleaved over three rounds (two with --quick), one thread.
 
     python bench/reflections_backward.py [--quick] [--out bench/results/reflections_backward.json]
 """
@@ -16,15 +16,7 @@ from flownb.flowify import flowify
 from flownb.flowify_linear import BlockHouseholder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from flowify_cost import plain_mlp, median_step
-
-
-def median_time(f, repeats):
-    for _ in range(2): f()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter(); f(); times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+from flowify_cost import plain_mlp, median_step, median_time
 
 
 def factor_times(d, rows, repeats, rounds):

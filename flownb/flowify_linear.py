@@ -49,16 +49,19 @@ class BlockHouseholder(nn.Module):
         return self
 
 # %% ../nbs/04_flowify_linear.ipynb #76e8270b
+def _upper_half(m: Tensor) -> Tensor:
+    "striu(m) + diag(m)/2: S from YᵀY, and the same map on the gradients and tangents that flow through it"
+    return torch.triu(m, 1) + torch.diag_embed(m.diagonal() / 2)
+
 def _triangle(y: Tensor) -> Tensor:
     "The upper-triangular S of one block of vectors Y (d, k), with H(y_1)⋯H(y_k) = I - Y S⁻¹ Yᵀ"
-    g = y.T @ y
-    return torch.triu(g, 1) + torch.diag_embed(g.diagonal() / 2)
+    return _upper_half(y.T @ y)
 
 def _block_backward(grad: Tensor, x: Tensor, y: Tensor, w: Tensor, s: Tensor, transpose: bool) -> tuple[Tensor, Tensor]:
     "∂L/∂X and ∂L/∂Y of one block X' = X - W Yᵀ, W = X Y M⁻¹ (M = S, or Sᵀ with `transpose`), from G = ∂L/∂X'"
     a = torch.linalg.solve_triangular(s if transpose else s.T, grad @ y, upper=transpose, left=False).neg()   # A = -(G Y) M⁻ᵀ
     minus_gs = a.T @ w if transpose else w.T @ a                                                               # -∂L/∂S
-    minus_p = torch.triu(minus_gs, 1) + torch.diag_embed(minus_gs.diagonal() / 2)
+    minus_p = _upper_half(minus_gs)
     grad_y = torch.addmm(torch.addmm(x.T @ a, grad.T, w, alpha=-1), y, minus_p + minus_p.T, alpha=-1)     # XᵀA - GᵀW + Y(P + Pᵀ)
     return torch.addmm(grad, a, y.T), grad_y                                                                   # G + A Yᵀ
 
@@ -67,8 +70,7 @@ def _block_tangent(dx: Tensor, dy: Tensor | None, x: Tensor, y: Tensor, w: Tenso
     da = dx @ y
     if dy is not None:
         dg = dy.T @ y
-        dg = dg + dg.T
-        ds = torch.triu(dg, 1) + torch.diag_embed(dg.diagonal() / 2)
+        ds = _upper_half(dg + dg.T)
         da = da + x @ dy - w @ (ds.T if transpose else ds)
     out = dx - torch.linalg.solve_triangular(s.T if transpose else s, da, upper=not transpose, left=False) @ y.T
     return out if dy is None else out - w @ dy.T
