@@ -1,11 +1,12 @@
-"""Does the spline activation's shared-table lookup pay? Times forward + backward of `RQSpline` (one spline per channel,
-the Flowification networks' activation) at the paper's conv2 activation shapes, and the training step of
-`flowification-conv2` (MNIST shape, batch 128), with `_bin_values`' shared-knots path (the default) and with the
-per-element gather it replaced; the variants interleaved over `--rounds` rounds in one run, one thread.
+"""Does the spline activation's shared-table lookup pay? Times forward + backward of `RQSpline` (one spline per channel)
+at the Flowification paper's conv2 activation shapes, and the training step of `flowification-conv2` (MNIST shape,
+batch 128), with `_bin_values`' shared-knots path (the default: one contiguous row per table), with the first version
+of that path (one row per element, the tables strided in it), and with the per-element gather both replaced; the
+variants interleaved over `--rounds` rounds in one run, one thread.
 
     python bench/spline_lookup.py [--quick] [--rounds N] [--out bench/results/spline_lookup.json]
 """
-import argparse, json, platform, subprocess, sys, time
+import argparse, json, math, platform, subprocess, sys, time
 from pathlib import Path
 
 import torch
@@ -29,11 +30,20 @@ def gathered(xc, knots, tables):
     return [torch.gather(t.expand(*xc.shape, k), -1, idx).squeeze(-1) for t in tables]
 
 
+def strided_rows(xc, knots, tables):
+    """The shared-knots path as first adopted (2026-12-07, 8049533): the tables stacked along the last dimension, one row
+    per element indexed, then unbound into six strided views (its backward stacks six gradients and index_puts them)"""
+    k = tables[0].shape[-1]
+    shape = torch.broadcast_shapes(knots.shape[:-1], *(t.shape[:-1] for t in tables))
+    rows = torch.arange(math.prod(shape), device=xc.device).reshape(shape) * k + (xc.unsqueeze(-1) > knots[..., 1:-1]).sum(-1)
+    return torch.stack(torch.broadcast_tensors(*tables), -1).reshape(-1, len(tables))[rows].unbind(-1)
+
+
 def timed(make_step, repeats, rounds):
-    "Median over rounds of the median step time, shared-knots path against the gather, interleaved"
-    out = {'shared': [], 'gather': []}
+    "Median over rounds of the median step time, each lookup interleaved"
+    out = {'shared': [], 'strided_rows': [], 'gather': []}
     for _ in range(rounds):
-        for name, fn in (('shared', SHARED), ('gather', gathered)):
+        for name, fn in (('shared', SHARED), ('strided_rows', strided_rows), ('gather', gathered)):
             bijections._bin_values = fn
             out[name].append(median_time(make_step(), repeats))
     bijections._bin_values = SHARED
@@ -71,13 +81,14 @@ def main():
     repeats, rounds = (5, 2) if args.quick else (15, 3)
     rounds = args.rounds or rounds
     rows = []
-    print('| case | gather (ms) | shared table (ms) | shared ÷ gather |\n|---|---|---|---|')
+    print('| case | gather (ms) | shared, strided rows (ms) | shared, a row per table (ms) | ÷ gather | ÷ strided rows |\n|---|---|---|---|---|---|')
     cases = [(f'RQSpline activation {tuple(s)}', activation(s)) for s in ([128, 4, 14, 14], [128, 16, 7, 7], [128, 32, 4, 4])]
     if not args.quick: cases.append(('flowification-conv2 training step, batch 128', training_step('flowification-conv2', 128)))
     for label, make in cases:
         t = timed(make, repeats, rounds)
         rows.append(dict(case=label, **{f'{k}_s': v for k, v in t.items()}))
-        print(f"| {label} | {t['gather'] * 1e3:.1f} | {t['shared'] * 1e3:.1f} | {t['shared'] / t['gather']:.2f} |")
+        print(f"| {label} | {t['gather'] * 1e3:.1f} | {t['strided_rows'] * 1e3:.1f} | {t['shared'] * 1e3:.1f} | "
+              f"{t['shared'] / t['gather']:.2f} | {t['shared'] / t['strided_rows']:.2f} |", flush=True)
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
     result = dict(rows=rows, date=time.strftime('%Y-%m-%d'), commit=commit, threads=1, machine=platform.machine(),
                   torch=torch.__version__, repeats=repeats, rounds=rounds)

@@ -119,11 +119,13 @@ def _bin_values(xc: Tensor, knots: Tensor, tables: list[Tensor]) -> list[Tensor]
     k = tables[0].shape[-1]
     shape = torch.broadcast_shapes(knots.shape[:-1], *(t.shape[:-1] for t in tables))
     if math.prod(shape) < xc.numel():
-        # shared knots (an activation's per-channel spline): count the interior knots below x and index one small stacked
-        # table, whose gradient is then added into (parameters × K) numbers, instead of gathering from six tables
-        # expanded to x's size, whose gradients are x-sized zeros scattered into and summed back
+        # shared knots (an activation's spline): count the interior knots below x and index one small (tables × entries)
+        # matrix, whose gradient is then added into (tables × parameters × K) numbers, instead of gathering from six tables
+        # expanded to x's size, whose gradients are x-sized zeros scattered into and summed back. One contiguous row per
+        # table, so the backward is one index_add and the spline's arithmetic reads contiguous memory
         rows = torch.arange(math.prod(shape), device=xc.device).reshape(shape) * k + (xc.unsqueeze(-1) > knots[..., 1:-1]).sum(-1)
-        return torch.stack(torch.broadcast_tensors(*tables), -1).reshape(-1, len(tables))[rows].unbind(-1)
+        table = torch.stack(torch.broadcast_tensors(*tables)).reshape(len(tables), -1)
+        return table.index_select(1, rows.reshape(-1)).reshape(len(tables), *rows.shape).unbind(0)
     idx = (torch.searchsorted(knots.expand(*xc.shape, k + 1).contiguous(), xc.unsqueeze(-1).contiguous()) - 1).clamp(0, k - 1)
     return [torch.gather(t.expand(*xc.shape, k), -1, idx).squeeze(-1) for t in tables]
 
