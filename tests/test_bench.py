@@ -1,9 +1,10 @@
-"""The benchmark scripts run (bench/sampling.py, compile_cost.py, paper.py --init, paper_samples.py, reconstruction.py, refit_means.py, flowify_samples.py): smoke runs that measure nothing worth quoting and
+"""The benchmark scripts run (bench/sampling.py, compile_cost.py, flowify_cost.py --paper, paper.py --init, paper_samples.py, reconstruction.py, refit_means.py, flowify_samples.py): smoke runs that measure nothing worth quoting and
 assert no time, only that each script produces the rows and tables the README is generated from."""
 import importlib.util, json, sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / 'bench'
 
@@ -32,6 +33,17 @@ def test_compile_cost_runs_with_a_backend_that_needs_no_compiler():
     assert res['graph_breaks'] == 0 and res['graphs'] == 1
     row, = res['rows']
     assert row['batch'] == 8 and row['flowified_compiled_s'] > 0 and row['plain_eager_s'] > 0
+
+
+def test_flowify_cost_prices_a_paper_network_against_both_plain_networks():
+    "The plain networks keep the flowified one's layers: its 19 spline activations applied as plain functions, or LeakyReLU in their place"
+    flowify_cost = _script('flowify_cost')
+    flow, with_spline, with_leaky = flowify_cost.paper_networks('conv2')
+    assert sum(isinstance(m, flowify_cost.ValueOnly) for m in with_spline) == 19
+    assert [type(m) for m in with_leaky if not isinstance(m, torch.nn.LeakyReLU)] == [type(m) for m in with_spline if not isinstance(m, flowify_cost.ValueOnly)]
+    row, = flowify_cost.paper_rows(['conv2'], batch=4, device='cpu', steps=1, rounds=1)
+    assert row['model'] == 'flowification-conv2'
+    assert all(row[k] > 0 for k in ('ratio_to_plain_spline', 'ratio_to_plain_leaky', 'floor_ratio_to_plain_spline'))
 
 
 def test_paper_samples_draws_a_temperature_grid_from_saved_weights(tmp_path):
