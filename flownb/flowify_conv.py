@@ -129,7 +129,7 @@ def forward(self: FlowConv2d, x: Tensor, context: Tensor | None = None) -> tuple
         padded = F.pad(x, (pw, pw, ph, ph))
         border = torch.ones_like(padded[:1, :1]); border[..., ph:ph + x.shape[2], pw:pw + x.shape[3]] = 0
         scale = self._channel(self.pad_log_scale.exp(), x)
-        eps = torch.zeros_like(padded) if self.noise_mean else torch.randn_like(padded)
+        eps = torch.zeros_like(padded) if self.noise_mean else torch.randn(padded.shape, dtype=padded.dtype, device=padded.device)  # contiguous: see FlowPad2d
         u = eps * scale * border
         log_q = (D.Normal(0., 1.).log_prob(eps) - self._channel(self.pad_log_scale, x)) * border
         x, ldj = padded + u, ldj - log_q.flatten(1).sum(1)
@@ -259,7 +259,9 @@ class FlowPad2d(Surjection):
         left, right, top, bottom = self.padding
         padded = F.pad(x, self.padding)
         new = torch.ones_like(padded[:1, :1]); new[..., top:top + x.shape[2], left:left + x.shape[3]] = 0
-        eps = torch.zeros_like(padded) if self.noise_mean else torch.randn_like(padded)
+        # a fresh contiguous draw: randn_like would keep padded's layout (a convolution's channels-last output), and normal_
+        # into a non-contiguous tensor is torch's serial path, 8 times slower (4 against 0.5 ms in the Flowification conv2)
+        eps = torch.zeros_like(padded) if self.noise_mean else torch.randn(padded.shape, dtype=padded.dtype, device=padded.device)
         log_scale = self.log_scale.reshape(1, -1, 1, 1)
         log_q = (D.Normal(0., 1.).log_prob(eps) - log_scale) * new
         return padded + eps * log_scale.exp() * new, -log_q.flatten(1).sum(1)
