@@ -35,6 +35,13 @@ def test_compile_cost_runs_with_a_backend_that_needs_no_compiler():
     assert row['batch'] == 8 and row['flowified_compiled_s'] > 0 and row['plain_eager_s'] > 0
 
 
+@pytest.mark.slow   # about half a minute: aot_eager traces the whole flowification-conv2; run with --runslow
+def test_compile_cost_times_a_registry_model_eager_and_compiled():
+    res = _script('compile_cost').main(['--quick', '--model', 'flowification-conv2', '--batches', '4', '--backend', 'aot_eager'])
+    row, = res['rows']
+    assert row['model'] == 'flowification-conv2' and row['batch'] == 4 and row['eager_s'] > 0 and row['compiled_s'] > 0
+
+
 def test_flowify_cost_prices_a_paper_network_against_both_plain_networks():
     "The plain networks keep the flowified one's layers: its 19 spline activations applied as plain functions, or LeakyReLU in their place"
     flowify_cost = _script('flowify_cost')
