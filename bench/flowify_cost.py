@@ -56,6 +56,11 @@ def median_time(f, repeats):
     return sorted(times)[len(times) // 2]
 
 
+def _synchronize(x):
+    "Wait for the GPU: CUDA runs kernels asynchronously, so a step is timed only once its kernels have finished"
+    if x.is_cuda: torch.cuda.synchronize(x.device)
+
+
 class ValueOnly(nn.Module):
     "A flownb bijection used as a plain activation: its output without the log-determinant"
     def __init__(self, bijection):
@@ -107,9 +112,10 @@ def median_step(model, loss_fn, x, steps):
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     times = []
     for i in range(steps + 2):
-        t0 = time.perf_counter()
+        _synchronize(x); t0 = time.perf_counter()
         loss = loss_fn(model, x)
         opt.zero_grad(); loss.backward(); opt.step()
+        _synchronize(x)
         if i >= 2: times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
