@@ -1,8 +1,10 @@
-"""Does the spline activation's shared-table lookup pay? Times forward + backward of `RQSpline` (one spline per channel)
-at the Flowification paper's conv2 activation shapes, and the training step of `flowification-conv2` (MNIST shape,
-batch 128), with `_bin_values`' shared-knots path (the default: one contiguous row per table), with the first version
-of that path (one row per element, the tables strided in it), and with the per-element gather both replaced; the
-variants interleaved over `--rounds` rounds in one run, one thread.
+"""Does the spline activation's shared-table lookup pay? Times forward + backward of the Flowification paper's activation
+(`paper_spline`: one spline shared by a layer) at its conv2 network's activation shapes, on channels-last inputs as that
+network's convolutions produce them, and of a per-channel `RQSpline` on a contiguous input; and the training step of
+`flowification-conv2` (MNIST shape, batch 128). Each with `_bin_values`' shared-knots path (the default: a row per
+table, read in the input's memory order), with the first version of that path (a row per element, the tables strided
+in it), and with the per-element gather both replaced; the variants interleaved over `--rounds` rounds in one run,
+one thread.
 
     python bench/spline_lookup.py [--quick] [--rounds N] [--out bench/results/spline_lookup.json]
 """
@@ -13,7 +15,7 @@ import torch
 
 import flownb.bijections as bijections
 from flownb.bijections import RQSpline
-from flownb.models import create_model
+from flownb.models import create_model, paper_spline
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flowify_cost import median_time
@@ -50,10 +52,12 @@ def timed(make_step, repeats, rounds):
     return {k: sorted(v)[len(v) // 2] for k, v in out.items()}
 
 
-def activation(shape):
+def activation(shape, shared_by_layer=False):
     def make():
         torch.manual_seed(0)
-        spline, x = RQSpline(shape[1], bins=10), (torch.randn(*shape) * 2).requires_grad_()
+        spline, x = (paper_spline() if shared_by_layer else RQSpline(shape[1], bins=10)), torch.randn(*shape) * 2
+        if shared_by_layer: x = x.contiguous(memory_format=torch.channels_last)   # as flowification-conv2's activations get it
+        x.requires_grad_()
         def step():
             y, ldj = spline(x); (y.sum() + ldj.sum()).backward()
         return step
@@ -82,7 +86,8 @@ def main():
     rounds = args.rounds or rounds
     rows = []
     print('| case | gather (ms) | shared, strided rows (ms) | shared, a row per table (ms) | ÷ gather | ÷ strided rows |\n|---|---|---|---|---|---|')
-    cases = [(f'RQSpline activation {tuple(s)}', activation(s)) for s in ([128, 4, 14, 14], [128, 16, 7, 7], [128, 32, 4, 4])]
+    cases = [(f'paper_spline, channels-last {tuple(s)}', activation(s, shared_by_layer=True)) for s in ([128, 4, 14, 14], [128, 16, 7, 7], [128, 32, 4, 4])]
+    cases.append(('RQSpline(16, bins=10), contiguous (128, 16, 7, 7)', activation([128, 16, 7, 7])))
     if not args.quick: cases.append(('flowification-conv2 training step, batch 128', training_step('flowification-conv2', 128)))
     for label, make in cases:
         t = timed(make, repeats, rounds)

@@ -121,11 +121,14 @@ def _bin_values(xc: Tensor, knots: Tensor, tables: list[Tensor]) -> list[Tensor]
     if math.prod(shape) < xc.numel():
         # shared knots (an activation's spline): count the interior knots below x and index one small (tables × entries)
         # matrix, whose gradient is then added into (tables × parameters × K) numbers, instead of gathering from six tables
-        # expanded to x's size, whose gradients are x-sized zeros scattered into and summed back. One contiguous row per
-        # table, so the backward is one index_add and the spline's arithmetic reads contiguous memory
+        # expanded to x's size, whose gradients are x-sized zeros scattered into and summed back. A row per table, so each
+        # value is one dense tensor and the backward one index_add; read in x's memory order (a convolution's output is
+        # channels-last), so the values share x's layout and the spline's arithmetic never mixes two
         rows = torch.arange(math.prod(shape), device=xc.device).reshape(shape) * k + (xc.unsqueeze(-1) > knots[..., 1:-1]).sum(-1)
+        order = sorted(range(xc.dim()), key=lambda i: -xc.stride(i)) if rows.dim() == xc.dim() else list(range(rows.dim()))
         table = torch.stack(torch.broadcast_tensors(*tables)).reshape(len(tables), -1)
-        return table.index_select(1, rows.reshape(-1)).reshape(len(tables), *rows.shape).unbind(0)
+        values = table.index_select(1, rows.permute(order).reshape(-1)).reshape(len(tables), *(rows.shape[i] for i in order))
+        return values.permute(0, *(1 + order.index(i) for i in range(rows.dim()))).unbind(0)
     idx = (torch.searchsorted(knots.expand(*xc.shape, k + 1).contiguous(), xc.unsqueeze(-1).contiguous()) - 1).clamp(0, k - 1)
     return [torch.gather(t.expand(*xc.shape, k), -1, idx).squeeze(-1) for t in tables]
 
