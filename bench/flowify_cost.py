@@ -7,19 +7,21 @@ factors and the dropped coordinates' densities is left. Nothing that applies den
 
 `--paper conv2,mlp,conv1` times the Flowification paper's own networks instead (the registry's `flowification-*`, MNIST,
 batch 128), each against two plain networks of the same layers: the network it was flowified from, whose activation is
-the paper's spline (applied as a plain function, no log-determinant), and the same layers with LeakyReLU, the cheap
-activation a network that is never flowified would use; plus the floor above. Rounds are interleaved and the median
-ratio of the rounds is reported.
+the paper's spline (its value only, as a network that is never flowified computes it), and the same layers with
+LeakyReLU, the cheap activation such a network would more likely use. Also timed: the floor above, and the flow with
+flownb's `LeakyReLU` in place of its splines (what flowifying the layers costs without the spline). Rounds are
+interleaved, in alternating order, and the median ratio of the rounds is reported.
 
     python bench/flowify_cost.py [--quick] [--out bench/results/flowify_cost.json]
-    python bench/flowify_cost.py --paper conv2,mlp,conv1 --threads 1 --out bench/results/flowify_cost_paper.json
+    python bench/flowify_cost.py --paper conv2,mlp,conv1 --threads 1          # writes bench/results/flowify_cost_paper.json
     python bench/flowify_cost.py --batch 1024 --maps blocked_householder --threads 1 --out bench/results/flowify_cost_1thread_1024.json
 """
-import argparse, json, platform, subprocess, time
+import argparse, json, math, platform, subprocess, time
 from pathlib import Path
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from flownb.core import Flow
 from flownb.distributions import StandardNormal
@@ -61,50 +63,75 @@ def _synchronize(x):
     if x.is_cuda: torch.cuda.synchronize(x.device)
 
 
-class ValueOnly(nn.Module):
-    "A flownb bijection used as a plain activation: its output without the log-determinant"
-    def __init__(self, bijection):
-        super().__init__(); self.bijection = bijection
-    def forward(self, x): return self.bijection(x)[0]
+class SplineValue(nn.Module):
+    """The paper's spline as a plain network's activation: its value only. A flow also needs its log-derivative, which
+    `RQSpline` always computes; a network that is never flowified would not"""
+    def __init__(self, spline):
+        super().__init__(); self.spline = spline
+
+    def forward(self, x):
+        from flownb.bijections import _knots, _bin_values
+        sp, bound = self.spline, self.spline.bound
+        shape = (1,) * x.dim() if sp.features is None else (1, sp.features) + (1,) * (x.dim() - 2)
+        raw_w, raw_h, raw_d = (t.reshape(*shape, t.shape[-1]) for t in (sp.raw_widths, sp.raw_heights, sp.raw_derivatives))
+        widths, xk = _knots(raw_w, bound, 1e-3)      # rational_quadratic_spline's defaults: min_size = min_derivative = 1e-3
+        heights, yk = _knots(raw_h, bound, 1e-3)
+        d = F.pad(1e-3 + F.softplus(raw_d + math.log(math.expm1(1 - 1e-3))), (1, 1), value=1.0)
+        xc = x.clamp(-bound, bound)
+        x0, y0, w, h, d0, d1 = _bin_values(xc, xk, [xk[..., :-1], yk[..., :-1], widths, heights, d[..., :-1], d[..., 1:]])
+        s = h / w
+        xi = (xc - x0) / w
+        xi1 = xi * (1 - xi)
+        return torch.where(x.abs() <= bound, y0 + h * (s * xi ** 2 + d0 * xi1) / (s + (d0 + d1 - 2 * s) * xi1), x)
+
+
+def _swap_splines(module, make):
+    "Replace every `RQSpline` inside `module` by `make(spline)`"
+    from flownb.bijections import RQSpline
+    for name, child in module.named_children():
+        if isinstance(child, RQSpline): setattr(module, name, make(child))
+        else: _swap_splines(child, make)
+    return module
 
 
 def paper_networks(arch):
-    "The registry's `flowification-<arch>` for MNIST, the plain network it came from (spline activations), and the same layers with LeakyReLU"
+    """The registry's `flowification-<arch>` for MNIST; the same flow with `LeakyReLU` in place of its splines; and two
+    plain networks of its layers, the one it was flowified from (spline activations, value only) and one with LeakyReLU"""
     from flownb.models import create_model, paper_network, FLOWIFICATION_ARCHITECTURES
-    from flownb.bijections import RQSpline
+    from flownb.bijections import LeakyReLU
     spec, shape = FLOWIFICATION_ARCHITECTURES['mnist', arch], (1, 28, 28)
-    with_spline = paper_network(spec, shape)
-    with_leaky = paper_network(spec, shape)
-    for net, act in ((with_spline, ValueOnly), (with_leaky, lambda _: nn.LeakyReLU(0.1))):
-        for i, m in enumerate(net):
-            if isinstance(m, RQSpline): net[i] = act(m)
-    return create_model(f'flowification-{arch}', shape, 256), with_spline, with_leaky
+    torch.manual_seed(0); flow = create_model(f'flowification-{arch}', shape, 256)
+    torch.manual_seed(0); flow_leaky = _swap_splines(create_model(f'flowification-{arch}', shape, 256), lambda _: LeakyReLU(0.1))
+    plain_spline = _swap_splines(paper_network(spec, shape), SplineValue)
+    plain_leaky = _swap_splines(paper_network(spec, shape), lambda _: nn.LeakyReLU(0.1))
+    return {'flowified': flow, 'flowified_leaky': flow_leaky, 'plain_spline': plain_spline, 'plain_leaky': plain_leaky}
 
 
 def paper_rows(archs, batch, device, steps, rounds):
-    "Training step of each paper network, flowified ÷ plain with its splines, ÷ plain with LeakyReLU, and the floor ÷ plain with splines"
+    """Training steps of each paper network, in rounds whose order alternates: flowified and its floor ÷ the plain network
+    with its splines; flowified ÷ the plain network with LeakyReLU; the flow with LeakyReLU in place of its splines ÷ that"""
     import copy, statistics
     pixels = torch.randint(0, 256, (batch, 1, 28, 28), generator=torch.Generator().manual_seed(0)).float().to(device)
     plain_loss, flow_loss = (lambda m, x: m(x / 255).square().mean()), (lambda m, x: -m.log_prob(x).mean())
     rows = []
     for arch in archs:
-        torch.manual_seed(0)
-        flow, with_spline, with_leaky = (m.to(device) for m in paper_networks(arch))
-        with torch.no_grad(): flow.log_prob(pixels)   # initializes what initializes on first use
-        floor = unconstrained_factors(copy.deepcopy(flow))
-        times = {k: [] for k in ('flowified', 'plain_spline', 'plain_leaky', 'floor')}
-        for _ in range(rounds):
-            times['plain_spline'].append(median_step(with_spline, plain_loss, pixels, steps))
-            times['plain_leaky'].append(median_step(with_leaky, plain_loss, pixels, steps))
-            times['flowified'].append(median_step(flow, flow_loss, pixels, steps))
-            times['floor'].append(median_step(floor, flow_loss, pixels, steps))
+        models = {k: m.to(device) for k, m in paper_networks(arch).items()}
+        for k in ('flowified', 'flowified_leaky'):
+            with torch.no_grad(): models[k].log_prob(pixels)   # initializes what initializes on first use
+        models['floor'] = unconstrained_factors(copy.deepcopy(models['flowified']))
+        times = {k: [] for k in models}
+        for r in range(rounds):
+            for k in (list(models) if r % 2 == 0 else list(models)[::-1]):   # a fresh process's first steps run slow
+                times[k].append(median_step(models[k], plain_loss if k.startswith('plain') else flow_loss, pixels, steps))
         ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))
         row = {'model': f'flowification-{arch}', **{f'{k}_step_s': statistics.median(v) for k, v in times.items()},
-               'ratio_to_plain_spline': ratio('flowified', 'plain_spline'), 'ratio_to_plain_leaky': ratio('flowified', 'plain_leaky'),
-               'floor_ratio_to_plain_spline': ratio('floor', 'plain_spline')}
+               'ratio_to_plain_spline': ratio('flowified', 'plain_spline'), 'floor_ratio_to_plain_spline': ratio('floor', 'plain_spline'),
+               'ratio_to_plain_leaky': ratio('flowified', 'plain_leaky'), 'leaky_ratio_to_plain_leaky': ratio('flowified_leaky', 'plain_leaky'),
+               'plain_spline_over_plain_leaky': ratio('plain_spline', 'plain_leaky')}
         rows.append(row)
-        print(f"flowification-{arch:6s} step ÷ plain (its splines) = {row['ratio_to_plain_spline']:5.1f}x, ÷ plain (LeakyReLU) = "
-              f"{row['ratio_to_plain_leaky']:5.1f}x; floor ÷ plain (its splines) = {row['floor_ratio_to_plain_spline']:5.1f}x", flush=True)
+        print(f"flowification-{arch:6s} ÷ plain with its splines {row['ratio_to_plain_spline']:5.1f}x (floor {row['floor_ratio_to_plain_spline']:4.1f}x); "
+              f"÷ plain with LeakyReLU {row['ratio_to_plain_leaky']:5.1f}x; with LeakyReLU for its splines ÷ plain with LeakyReLU "
+              f"{row['leaky_ratio_to_plain_leaky']:5.1f}x; plain with splines ÷ plain with LeakyReLU {row['plain_spline_over_plain_leaky']:4.1f}x", flush=True)
     return rows
 
 
@@ -124,7 +151,7 @@ def median_step(model, loss_fn, x, steps):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true', help='fewer repeats')
-    ap.add_argument('--out', default='bench/results/flowify_cost.json')
+    ap.add_argument('--out', default=None, help='default bench/results/flowify_cost.json (with --paper: flowify_cost_paper.json)')
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--batch', type=int, default=128)
@@ -137,7 +164,7 @@ def main():
     steps = 5 if args.quick else 15
     if args.paper:
         results = {'paper': paper_rows(args.paper.split(','), args.batch, args.device, steps, args.rounds), 'rounds': args.rounds}
-        return write(results, args, steps)
+        return write(results, args, steps, args.out or 'bench/results/flowify_cost_paper.json')
     x = torch.rand(args.batch, 784, device=args.device)
     plain = plain_mlp().to(args.device)
     results = {'plain_step_s': median_step(plain, lambda m, x: m(x).square().mean(), x, steps)}
@@ -151,16 +178,17 @@ def main():
     t = median_step(floor, lambda m, x: -m.log_prob(x).mean(), x, steps)
     results.update(unconstrained_floor_step_s=t, unconstrained_floor_ratio=t / results['plain_step_s'])
     print(f"floor: U, V plain matrices (not orthogonal)   / plain MLP step = {t / results['plain_step_s']:6.1f}x")
-    write(results, args, steps)
+    results['widths'] = WIDTHS
+    write(results, args, steps, args.out or 'bench/results/flowify_cost.json')
 
 
-def write(results, args, steps):
+def write(results, args, steps, out):
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
     results.update(date=time.strftime('%Y-%m-%d'), commit=commit, device=args.device, threads=torch.get_num_threads(),
-                   machine=platform.machine(), torch=torch.__version__, batch=args.batch, widths=WIDTHS, steps=steps)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    print(f"wrote {args.out}")
+                   machine=platform.machine(), torch=torch.__version__, batch=args.batch, steps=steps)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
 
 
 if __name__ == '__main__':

@@ -43,14 +43,19 @@ def test_compile_cost_times_a_registry_model_eager_and_compiled():
 
 
 def test_flowify_cost_prices_a_paper_network_against_both_plain_networks():
-    "The plain networks keep the flowified one's layers: its 19 spline activations applied as plain functions, or LeakyReLU in their place"
+    "The plain networks keep the flowified one's layers: its 19 splines as value-only activations, or LeakyReLU in their place"
     flowify_cost = _script('flowify_cost')
-    flow, with_spline, with_leaky = flowify_cost.paper_networks('conv2')
-    assert sum(isinstance(m, flowify_cost.ValueOnly) for m in with_spline) == 19
-    assert [type(m) for m in with_leaky if not isinstance(m, torch.nn.LeakyReLU)] == [type(m) for m in with_spline if not isinstance(m, flowify_cost.ValueOnly)]
-    row, = flowify_cost.paper_rows(['conv2'], batch=4, device='cpu', steps=1, rounds=1)
+    models = flowify_cost.paper_networks('conv2')
+    spline_values = [m for m in models['plain_spline'] if isinstance(m, flowify_cost.SplineValue)]
+    assert len(spline_values) == 19
+    layers = lambda net, act: [type(m) for m in net if not isinstance(m, act)]
+    assert layers(models['plain_spline'], flowify_cost.SplineValue) == layers(models['plain_leaky'], torch.nn.LeakyReLU)
+    x = torch.randn(3, 4, 5, 5) * 2
+    torch.testing.assert_close(spline_values[0](x), spline_values[0].spline(x)[0])            # the spline's value, nothing else
+    assert not any(type(m).__name__ == 'RQSpline' for m in models['flowified_leaky'].modules())
+    row, = flowify_cost.paper_rows(['conv2'], batch=4, device='cpu', steps=1, rounds=2)
     assert row['model'] == 'flowification-conv2'
-    assert all(row[k] > 0 for k in ('ratio_to_plain_spline', 'ratio_to_plain_leaky', 'floor_ratio_to_plain_spline'))
+    assert all(row[k] > 0 for k in ('ratio_to_plain_spline', 'floor_ratio_to_plain_spline', 'ratio_to_plain_leaky', 'leaky_ratio_to_plain_leaky'))
 
 
 def test_paper_samples_draws_a_temperature_grid_from_saved_weights(tmp_path):
