@@ -16,12 +16,11 @@ interleaved, in alternating order, and the median ratio of the rounds is reporte
     python bench/flowify_cost.py --paper conv2,mlp,conv1 --threads 1          # writes bench/results/flowify_cost_paper.json
     python bench/flowify_cost.py --batch 1024 --maps blocked_householder --threads 1 --out bench/results/flowify_cost_1thread_1024.json
 """
-import argparse, json, math, platform, subprocess, time
+import argparse, json, platform, subprocess, time
 from pathlib import Path
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from flownb.core import Flow
 from flownb.distributions import StandardNormal
@@ -70,15 +69,13 @@ class SplineValue(nn.Module):
         super().__init__(); self.spline = spline
 
     def forward(self, x):
-        from flownb.bijections import _knots, _bin_values
+        from flownb.bijections import _spline_tables, _bin_values
         sp, bound = self.spline, self.spline.bound
         shape = (1,) * x.dim() if sp.features is None else (1, sp.features) + (1,) * (x.dim() - 2)
-        raw_w, raw_h, raw_d = (t.reshape(*shape, t.shape[-1]) for t in (sp.raw_widths, sp.raw_heights, sp.raw_derivatives))
-        widths, xk = _knots(raw_w, bound, 1e-3)      # rational_quadratic_spline's defaults: min_size = min_derivative = 1e-3
-        heights, yk = _knots(raw_h, bound, 1e-3)
-        d = F.pad(1e-3 + F.softplus(raw_d + math.log(math.expm1(1 - 1e-3))), (1, 1), value=1.0)
+        raw = [t.reshape(*shape, t.shape[-1]) for t in (sp.raw_widths, sp.raw_heights, sp.raw_derivatives)]
+        xk, _, tables = _spline_tables(*raw, bound, 1e-3, 1e-3)   # rational_quadratic_spline's min_size and min_derivative
         xc = x.clamp(-bound, bound)
-        x0, y0, w, h, d0, d1 = _bin_values(xc, xk, [xk[..., :-1], yk[..., :-1], widths, heights, d[..., :-1], d[..., 1:]])
+        x0, y0, w, h, d0, d1 = _bin_values(xc, xk, tables)
         s = h / w
         xi = (xc - x0) / w
         xi1 = xi * (1 - xi)
@@ -163,6 +160,9 @@ def main():
     torch.manual_seed(0)
     steps = 5 if args.quick else 15
     if args.paper:
+        known = ['mlp', 'conv1', 'conv2']   # the *-nsf networks have coupling stacks, which have no plain counterpart
+        unknown = [a for a in args.paper.split(',') if a not in known]
+        if unknown: ap.error(f"--paper: unknown architecture(s) {', '.join(unknown)}; expected a comma-separated list from {', '.join(known)}")
         results = {'paper': paper_rows(args.paper.split(','), args.batch, args.device, steps, args.rounds), 'rounds': args.rounds}
         return write(results, args, steps, args.out or 'bench/results/flowify_cost_paper.json')
     x = torch.rand(args.batch, 784, device=args.device)

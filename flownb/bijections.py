@@ -133,6 +133,17 @@ def _bin_values(xc: Tensor, knots: Tensor, tables: list[Tensor]) -> list[Tensor]
     return [torch.gather(t.expand(*xc.shape, k), -1, idx).squeeze(-1) for t in tables]
 
 # %% ../nbs/03_bijections.ipynb #9ab1140e
+def _spline_tables(raw_widths: Tensor, raw_heights: Tensor, raw_derivatives: Tensor, bound: float, min_size: float,
+                   min_derivative: float) -> tuple[Tensor, Tensor, list[Tensor]]:
+    "The knots' x and y, and per bin: x0, y0, width, height and the derivatives at both ends"
+    widths, xk = _knots(raw_widths, bound, min_size)
+    heights, yk = _knots(raw_heights, bound, min_size)
+    # softplus(0) + min = 1 at initialisation would need an offset; shift so raw 0 gives derivative exactly 1
+    offset = math.log(math.expm1(1 - min_derivative))
+    d = min_derivative + F.softplus(raw_derivatives + offset)
+    d = F.pad(d, (1, 1), value=1.0)  # boundary derivatives 1: C^1 join with the identity tails
+    return xk, yk, [xk[..., :-1], yk[..., :-1], widths, heights, d[..., :-1], d[..., 1:]]
+
 def rational_quadratic_spline(x: Tensor,               # inputs, any shape
                               raw_widths: Tensor,      # shape x.shape + (K,) (broadcastable)
                               raw_heights: Tensor,     # shape x.shape + (K,)
@@ -142,16 +153,10 @@ def rational_quadratic_spline(x: Tensor,               # inputs, any shape
                               min_size: float = 1e-3, min_derivative: float = 1e-3,
                              ) -> tuple[Tensor, Tensor]:
     "Monotone rational-quadratic spline (Durkan et al., 2019) and its elementwise log-derivative $\\log|f'(x)|$"
-    widths, xk = _knots(raw_widths, bound, min_size)
-    heights, yk = _knots(raw_heights, bound, min_size)
-    # softplus(0) + min = 1 at initialisation would need an offset; shift so raw 0 gives derivative exactly 1
-    offset = math.log(math.expm1(1 - min_derivative))
-    d = min_derivative + F.softplus(raw_derivatives + offset)
-    d = F.pad(d, (1, 1), value=1.0)  # boundary derivatives 1: C^1 join with the identity tails
+    xk, yk, tables = _spline_tables(raw_widths, raw_heights, raw_derivatives, bound, min_size, min_derivative)
     inside = (x >= -bound) & (x <= bound)
     xc = x.clamp(-bound, bound)
-    knots = yk if inverse else xk
-    x0, y0, w, h, d0, d1 = _bin_values(xc, knots, [xk[..., :-1], yk[..., :-1], widths, heights, d[..., :-1], d[..., 1:]])
+    x0, y0, w, h, d0, d1 = _bin_values(xc, yk if inverse else xk, tables)
     s = h / w
     if not inverse:
         xi = (xc - x0) / w
