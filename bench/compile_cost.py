@@ -66,6 +66,13 @@ def registry_model_rows(name, batches, backend, steps):
     return rows
 
 
+def _run_facts(args, steps) -> dict:
+    "When, where and how a run was measured, recorded with its rows"
+    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
+    return {'date': time.strftime('%Y-%m-%d'), 'commit': commit, 'device': 'cpu', 'machine': platform.machine(),
+            'threads': args.threads, 'torch': torch.__version__, 'backend': args.backend, 'steps': steps}
+
+
 def table(res) -> str:
     "The README's table: step times eager and compiled, as ratios to the plain MLP's eager step, at each batch size"
     lines = [f"| training step, MLP {'-'.join(map(str, res['widths']))} ({res['threads']} thread{'s' if res['threads'] > 1 else ''}, torch.compile backend {res['backend']}) "
@@ -90,10 +97,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     steps = 4 if args.quick else 12
     if args.model:
-        rows = registry_model_rows(args.model, list(map(int, args.batches.split(','))), args.backend, steps)
-        commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
-        res = {'date': time.strftime('%Y-%m-%d'), 'commit': commit, 'device': 'cpu', 'machine': platform.machine(),
-               'threads': args.threads, 'torch': torch.__version__, 'backend': args.backend, 'steps': steps, 'rows': rows}
+        res = {**_run_facts(args, steps), 'rows': registry_model_rows(args.model, list(map(int, args.batches.split(','))), args.backend, steps)}
         if not args.quick:
             out = Path(args.out or f'bench/results/compile_cost_{args.model}.json')
             out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(res, indent=1) + '\n')
@@ -120,10 +124,7 @@ def main(argv=None):
         print(f"batch {batch:5d}: flowified step eager {row['flowified_eager_s'] * 1e3:7.1f} ms, compiled {row['flowified_compiled_s'] * 1e3:7.1f} ms "
               f"({row['compile_speedup_flowified']:.2f}× faster; compile {row['flowified_compile_s']:.0f} s); "
               f"÷ plain eager: {row['flowified_over_plain_eager']:.1f}× eager, {row['flowified_compiled_over_plain_eager']:.1f}× compiled", flush=True)
-    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()
-    res = {'date': time.strftime('%Y-%m-%d'), 'commit': commit, 'device': 'cpu', 'machine': platform.machine(),
-           'threads': args.threads, 'torch': torch.__version__, 'backend': args.backend, 'steps': steps, 'widths': WIDTHS,
-           'graphs': explanation.graph_count, 'graph_breaks': breaks, 'rows': rows}
+    res = {**_run_facts(args, steps), 'widths': WIDTHS, 'graphs': explanation.graph_count, 'graph_breaks': breaks, 'rows': rows}
     if not args.quick:
         out = Path(args.out or 'bench/results/compile_cost.json')
         out.parent.mkdir(parents=True, exist_ok=True)
