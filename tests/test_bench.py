@@ -1,4 +1,4 @@
-"""The benchmark scripts run (bench/sampling.py, compile_cost.py, flowify_cost.py --paper, paper.py --init, paper_samples.py, reconstruction.py, refit_means.py, flowify_samples.py): smoke runs that measure nothing worth quoting and
+"""The benchmark scripts run (bench/sampling.py, compile_cost.py, flowify_cost.py --paper, flop_count.py, paper.py --init, paper_samples.py, reconstruction.py, refit_means.py, flowify_samples.py): smoke runs that measure nothing worth quoting and
 assert no time, only that each script produces the rows and tables the README is generated from."""
 import importlib.util, json, sys
 from pathlib import Path
@@ -130,3 +130,14 @@ def test_flowify_samples_trains_keeps_and_draws(tmp_path):
     assert r['stopped'] == 'time_budget' and r['test']['n'] == 10_000 and (tmp_path / 'flowify-mlp_samples.png').exists()
     assert json.loads((tmp_path / 'flowify-mlp.json').read_text())['budget_seconds'] == 1
     assert script.figure(tmp_path).exists()
+
+
+def test_flop_count_counts_the_plain_mlp_exactly_and_prices_the_flows(tmp_path):
+    "The plain MLP's step is 2·batch·(3·Σ d_in·d_out − the first layer's input gradient) FLOPs; the flows cost more than their floors"
+    rows = _script('flop_count').main(['--batches', '8', '--paper', 'conv2', '--paper-batch', '4', '--out', str(tmp_path / 'f.json')])
+    mlp, conv2 = rows
+    from flowify_cost import WIDTHS
+    macs = sum(a * b for a, b in zip(WIDTHS[:-1], WIDTHS[1:]))
+    assert mlp['plain_gflop'] * 1e9 == pytest.approx(2 * 8 * (3 * macs - WIDTHS[0] * WIDTHS[1]), rel=1e-12)
+    assert mlp['flowified_ratio'] > mlp['floor_ratio'] > 1 and conv2['flowified_ratio'] > conv2['floor_ratio'] > 1
+    assert (tmp_path / 'flop_count_TABLE.md').read_text().startswith('| network | batch |')
