@@ -1,20 +1,21 @@
 """How much arithmetic a flowified training step must do: the floating-point operations of its matrix products and
 convolutions (forward and backward, counted by `torch.utils.flop_counter.FlopCounterMode`), as a ratio to the plain
-network's. Issue 18's speed targets are ratios of step *times*; where the step is compute-bound, a time ratio cannot
-fall below the FLOP ratio of the same two steps, whatever the machine. So this bench says which targets a
-parametrization can meet at all, independent of this noisy CPU.
+network's. Issue 18's speed targets are ratios of step *times*. Where both steps are compute-bound, a time ratio cannot
+fall below the FLOP ratio of the same two steps, on any machine; so this bench says which targets a parametrization
+can meet at all, independent of this noisy CPU.
 
-    python bench/flop_count.py [--batches 128,1024] [--paper conv2,mlp,conv1] [--paper-batch 128] [--out bench/results/flop_count.json]
+    python bench/flop_count.py [--batches 128,1024] [--paper conv2,mlp,conv1] [--paper-batch 128] [--out PATH]
 
 Counted: `mm`, `addmm`, `bmm`, convolutions and their backward (what FlopCounterMode knows). Not counted: triangular
-solves (the blocked reflections' S⁻¹, a k×k system per block of k = 64: below 2% of a block's products at 128 rows),
-elementwise work (splines, Adam), and the optimizer. Rows:
+solves (the blocked reflections' S⁻¹, a k×k system per block of k = 64: a few percent of a block's products at 128
+rows), elementwise work (activations, splines) and the optimizer. Rows:
 - the flowified MLP 784-512-256-128-64-32-8 (`bench/flowify_cost.py`'s network, flownb's default blocked Householder
   factors) ÷ the plain MLP, and the floor (U, V as unconstrained d×d matrices: the SVD form's shapes, orthogonality
   free; not a flow) ÷ the plain MLP;
-- with `--paper`, the Flowification paper's networks (registry `flowification-<arch>`, MNIST, batch 128 unless `--paper-batch`) and their
-  floors ÷ the plain network of the same layers (its activations do not change the count).
-Writes the JSON and `flop_count_TABLE.md`. Deterministic: the counts do not depend on the machine.
+- with `--paper`, the Flowification paper's networks (registry `flowification-<arch>`, MNIST, batch 128 unless
+  `--paper-batch`) and their floors ÷ the plain network of the same layers (its activations do not change the count).
+Writes bench/results/flop_count.json (or --out) and flop_count_TABLE.md beside it. The counts do not depend on the
+machine.
 """
 import argparse, copy, json, subprocess, time
 from pathlib import Path
