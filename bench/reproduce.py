@@ -378,6 +378,7 @@ def _toy_layers():
 
     class SoftplusInverse(Bijection):
         "z = log(exp(x) - 1), from x > 0 onto R; ldj = -sum log(1 - exp(-x))"
+        domain = torch.distributions.constraints.positive   # maps Abs's half-line back onto R: Flow sees no gap
         def forward(self, x, context=None):
             log_gap = torch.log(-torch.expm1(-x))
             return x + log_gap, -sum_per_sample(log_gap)

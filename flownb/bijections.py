@@ -10,6 +10,7 @@ from typing import Sequence
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
+from torch.distributions import constraints
 from fastcore.basics import store_attr
 
 from .core import Bijection, check_sizes, check_positive, checks_active, sum_per_sample, features_pattern
@@ -659,6 +660,7 @@ class Logit(Bijection):
         >>> z, ldj = t(torch.rand(4, 1, 8, 8))
         >>> x = t.inverse(z)
     """
+    domain = constraints.unit_interval
     def __init__(self, alpha: float = 0.05):
         super().__init__()
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < 0.5: raise ValueError(f"Logit: alpha must be in [0, 0.5), got {alpha}")

@@ -210,6 +210,8 @@ class Transform(nn.Module, metaclass=_UnderContract):
     casts_input: bool = False  # True when `forward` converts its input to its own dtype (dequantization takes levels of any dtype)
     noise_mean: bool = False   # True: the stochastic direction uses its noise's mean instead of a draw (`use_noise_mean`)
     stochastic: str | None = None  # the direction that draws noise: None (neither), 'inverse', 'forward' or 'both'
+    domain = None              # a `torch.distributions.constraints` set where `forward`'s input must lie (None: all of ℝⁿ), e.g. positive for `Log`
+    codomain = None            # the set `forward`'s outputs lie in when it is not all of ℝⁿ, e.g. [0, ∞) for `Abs`; `Flow` checks what follows
 
     def __init_subclass__(cls, **kwargs):
         "Every subclass's `forward` and `inverse` run under the contract: dtype and context are checked in this one place"
@@ -368,6 +370,41 @@ def _sampling_temperature(model: nn.Module, temperature: float):
             if had: m.temperature = value
             else: del m.temperature
 
+# %% ../nbs/00_core.ipynb #62f8f588
+def _full_support(base) -> bool:
+    "Whether the base puts mass on all of ℝⁿ: its `support` is `constraints.real` in every coordinate (False when it declares none)"
+    support = getattr(base, 'support', None)
+    while isinstance(support, D.constraints.independent): support = support.base_constraint
+    return support is D.constraints.real
+
+def _layer_chain(t: Transform) -> list:
+    "The layers of `t` in order, nested `Compose`s flattened"
+    return [layer for part in t.transforms for layer in _layer_chain(part)] if isinstance(t, Compose) else [t]
+
+def _set_text(c) -> str:
+    "A constraint as a set, e.g. [0, ∞)"
+    if isinstance(c, D.constraints.greater_than_eq): return f'[{c.lower_bound:g}, ∞)'
+    if isinstance(c, D.constraints.greater_than): return f'({c.lower_bound:g}, ∞)'
+    if isinstance(c, D.constraints.interval): return f'({c.lower_bound:g}, {c.upper_bound:g})'
+    return str(c)
+
+def _support_gap(transform: Transform, base) -> str | None:
+    """Why a flow's density integrates to less than one, or None: the last layer that maps onto a part of its space
+    (`codomain`) is followed only by layers defined on all of ℝⁿ (no `domain`) and by a base supported on all of ℝⁿ"""
+    if not _full_support(base): return None
+    layers = _layer_chain(transform)
+    narrowing = [i for i, layer in enumerate(layers) if layer.codomain is not None]
+    if not narrowing: return None
+    i = narrowing[-1]
+    if any(getattr(m, 'domain', None) is not None for later in layers[i + 1:] for m in later.modules()): return None
+    name = layers[i]._name()
+    return (f"Flow: {name} maps onto {_set_text(layers[i].codomain)}, a part of its space, and every layer after it and the base "
+            f"({type(base).__name__}) are defined on all of ℝⁿ, so the base's mass outside that set belongs to no input: the density "
+            "integrates to less than 1 and log_prob is a lower bound (flow.exact is False). For an exact flow, follow "
+            f"{name} with a layer that maps that set onto ℝⁿ (Log after Abs, SortedToReal after Sort, SortedPointsToReal after "
+            "SortPoints, Logit after Sigmoid; a layer of your own that does so declares that set as its `domain`), or give the flow a base "
+            "whose support is that set")
+
 # %% ../nbs/00_core.ipynb #5b8c7fe3
 class Flow(nn.Module):
     "A density model: `transforms` map data to a latent, scored by the `base` density"
@@ -382,11 +419,12 @@ class Flow(nn.Module):
         self.base = base
         self.transform = transforms if isinstance(transforms, Compose) else (
             Compose(transforms) if isinstance(transforms, Transform) else Compose(*transforms))
+        if (gap := _support_gap(self.transform, base)) is not None: warnings.warn(gap, stacklevel=2)
 
     @property
     def exact(self) -> bool:
-        "True when `log_prob` is the exact log-likelihood, False when it is a lower bound"
-        return self.transform.exact and getattr(self.base, 'exact', True)
+        "True when `log_prob` is the exact log-likelihood, False when it is a lower bound (a bounded layer, or a support gap)"
+        return self.transform.exact and getattr(self.base, 'exact', True) and _support_gap(self.transform, self.base) is None
 
     @property
     def context_features(self) -> int:
@@ -407,6 +445,10 @@ class Flow(nn.Module):
         return self.log_prob(x, context)
 
 # %% ../nbs/00_core.ipynb #f3015cd7
+def _drawing_layers(transform: Transform) -> list:
+    "The layers whose forward draws noise (generative surjections, dequantization): their `ldj` is a one-sample bound"
+    return [m for m in transform.modules() if isinstance(m, Transform) and not isinstance(m, Compose) and m.stochastic in ('forward', 'both')]
+
 @patch
 def log_prob(self: Flow,
              x: Tensor,                        # data, batch first
@@ -419,7 +461,12 @@ def log_prob(self: Flow,
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"Flow.log_prob: {name} must be a positive integer or None, got {v!r}")
     if isinstance(x, Tensor) and x.dim() > 0: self._check_context(context, x.shape[0], 'log_prob')
-    if k is None or k == 1 or self.exact: return self._one_pass(x, context)
+    drawing = [] if self.exact else _drawing_layers(self.transform)
+    if meaned := [m._name() for m in drawing if m.noise_mean]:
+        raise ValueError(f"Flow.log_prob: {', '.join(meaned)} put their noise at its mean (noise_mean), so their terms are neither "
+                         "the ELBO nor a bound and neither is log_prob; evaluate with the noise drawn: outside `with noise_mean(...)`, "
+                         "or after use_noise_mean(model, False)")
+    if k is None or k == 1 or not (drawing or not getattr(self.base, 'exact', True)): return self._one_pass(x, context)   # one pass when nothing draws
     n, chunk = x.shape[0], k_chunk or k
     total = None
     for start in range(0, k, chunk):

@@ -22,6 +22,7 @@ __all__ = ['StandardNormal', 'DiagonalNormal', 'ConditionalNormal', 'balance_mea
 class StandardNormal(nn.Module):
     "Standard normal base density $\\mathcal N(0, I)$ over latents of event shape `shape`"
     exact = True
+    support = D.constraints.real   # every coordinate on all of ℝ, as torch.distributions says it (`Flow` reads it)
     temperature: float = 1.0   # `Flow.sample(temperature=T)` scales the spread of the samples around the mean by T
     def __init__(self, shape: int | Sequence[int]):
         super().__init__()
@@ -61,6 +62,7 @@ class DiagonalNormal(StandardNormal):
 class ConditionalNormal(nn.Module):
     "Diagonal Gaussian $p(c \\mid h)$ whose mean and soft-bounded log-scale come from a small network of `h`"
     temperature: float = 1.0   # `Flow.sample(temperature=T)` narrows (T < 1) or widens its samples
+    support = D.constraints.real   # every coordinate on all of ℝ
     mean_gradient_power: float = 0.0   # β: the mean's gradient is scaled by σ^(2β) (`balance_mean_gradients`); values unchanged
     def __init__(self,
                  in_features: int,              # features (or channels, with `conv=True`) of the conditioning input h

@@ -44,6 +44,7 @@ class LowDimPrior(nn.Module):
         >>> flow = Flow(prior, [ActNorm(64)])
         >>> flow.log_prob(torch.randn(5, 64), k=16)        # importance-weighted bound, shape (5,)
     """
+    support = D.constraints.real   # every coordinate on all of ℝ (`Flow` reads it)
     def __init__(self, shape: int | tuple[int, ...], noise_features: int, hidden_features: int = 64, num_layers: int = 2,
                  linear: bool = False, context_features: int = 0, max_log_scale: float = 7.0):
         super().__init__()

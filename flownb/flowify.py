@@ -11,6 +11,7 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 import torch.fx as fx
+from torch.distributions import constraints
 from torch.fx.operator_schemas import normalize_function
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -35,6 +36,11 @@ class _OntoInterval(Bijection):
     "An elementwise, increasing bijection of the real line onto an interval `(low, high)`; its inverse refuses values outside it"
     low: float = -math.inf
     high: float = math.inf
+
+    @property
+    def codomain(self):
+        "The interval, for `Flow`'s check that the base lives on it"
+        return constraints.greater_than(self.low) if math.isinf(self.high) else constraints.interval(self.low, self.high)
 
     def _range(self) -> str:
         return f"({self.low:g}, {'∞' if math.isinf(self.high) else f'{self.high:g}'})"

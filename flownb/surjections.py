@@ -17,7 +17,7 @@ from .nn import mlp, conv_net, soft_clamp, with_context
 from .distributions import ConditionalNormal
 
 # %% auto #0
-__all__ = ['Slice', 'Augment', 'Abs', 'Log', 'Sort', 'SortedToReal', 'StochasticPermutation', 'MaxPool2d', 'VAE']
+__all__ = ['increasing', 'Slice', 'Augment', 'Abs', 'Log', 'Sort', 'SortedToReal', 'StochasticPermutation', 'MaxPool2d', 'VAE']
 
 # %% ../nbs/07_surjections.ipynb #514a930b
 class Slice(Surjection):
@@ -131,6 +131,7 @@ class Abs(Surjection):
     """
     exact = True
     stochastic = 'inverse'
+    codomain = D.constraints.nonnegative   # a flow must map it back onto ℝ (`Log`) or score it with a base on [0, ∞)
     def __init__(self, features: int, hidden_features: int = 64, num_layers: int = 2, context_features: int = 0):
         super().__init__()
         check_sizes('Abs', features=features)
@@ -165,6 +166,7 @@ class Log(Bijection):
     Example:
         >>> z, ldj = Log()(torch.rand(4, 2) + 0.1)
     """
+    domain = D.constraints.positive
     def _input_patterns(self, inverse: bool) -> list: return []
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -177,6 +179,16 @@ class Log(Bijection):
         return torch.exp(z)
 
 # %% ../nbs/07_surjections.ipynb #dab6586a
+class _Increasing(D.constraints.Constraint):
+    "The vectors whose entries increase along the last dimension, or with `by`, the point sets sorted by coordinate `by`"
+    def __init__(self, by: int | None = None): self.by, self.event_dim = by, 1 if by is None else 2
+    def check(self, value: Tensor) -> Tensor:
+        v = value if self.by is None else value[..., self.by]
+        return (v[..., 1:] >= v[..., :-1]).all(-1)
+    def __str__(self): return 'the increasing vectors' if self.by is None else f'the sets sorted by coordinate {self.by}'
+
+increasing = _Increasing()
+
 class Sort(Surjection):
     """Sort the features in ascending order; the inverse draws the permutation uniformly or from a learned Plackett–Luce.
 
@@ -196,6 +208,7 @@ class Sort(Surjection):
     """
     exact = True
     stochastic = 'inverse'
+    codomain = increasing   # a flow must map it back onto ℝⁿ (`SortedToReal`)
     def __init__(self, features: int, learned: bool = False, hidden_features: int = 64, num_layers: int = 2):
         super().__init__()
         check_sizes('Sort', features=features, hidden_features=hidden_features)
@@ -229,6 +242,7 @@ class SortedToReal(Bijection):
     Example:
         >>> y, ldj = SortedToReal(3)(torch.sort(torch.randn(4, 3), 1)[0])
     """
+    domain = increasing
     def __init__(self, features: int):
         super().__init__(); check_sizes('SortedToReal', features=features); self.features = features
 

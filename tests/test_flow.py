@@ -1,5 +1,5 @@
 """Flow-level behaviour: importance-weighted bounds, chunking, devices and dtypes, torch.compile, context."""
-import math
+import math, re
 import pytest
 import torch
 import torch.distributions as D
@@ -103,3 +103,46 @@ def test_moons_training_beats_gaussian():
     with torch.no_grad(): ll = flow.log_prob(test).mean().item()
     gauss = D.MultivariateNormal(train.mean(0), torch.cov(train.T)).log_prob(test).mean().item()
     assert ll > gauss + 0.5, (ll, gauss)
+
+
+def test_log_prob_refuses_a_bounded_flow_whose_noise_is_at_its_mean():
+    "Under noise_mean, Augment's term at q's mean sat log σ_q above the exact value (an adversarial review's repro): refused"
+    from flownb.core import noise_mean
+    from flownb.surjections import Augment
+    torch.manual_seed(0)
+    aug = Augment(1, 2, hidden_features=8).double()
+    with torch.no_grad(): aug.noise.net[-1].bias[1] = 2.0          # a wide q(u | x)
+    flow = Flow(StandardNormal(2), [aug]).double()
+    x = torch.randn(4, 1, dtype=torch.float64)
+    drawn = flow.log_prob(x, k=100)
+    with noise_mean(flow):
+        for k in (None, 100):
+            with pytest.raises(ValueError, match=r'Augment\(1→2\) put their noise at its mean \(noise_mean\)'): flow.log_prob(x, k=k)
+        flow.sample(3)                                              # sampling at the mean is what noise_mean is for
+    assert flow.log_prob(x, k=100).shape == drawn.shape             # the setting came back: drawn again
+
+
+@pytest.mark.parametrize('make, where', [
+    (lambda: __import__('flownb.surjections', fromlist=['Abs']).Abs(3, hidden_features=0), 'Abs(3) maps onto [0, ∞)'),
+    (lambda: __import__('flownb.surjections', fromlist=['Sort']).Sort(3), 'Sort(3) maps onto the increasing vectors'),
+])
+def test_a_layer_onto_part_of_the_space_straight_into_a_gaussian_is_reported_as_a_bound(make, where):
+    "The base's mass outside the layer's range belongs to no input: Flow warns, exact is False, and K passes are one"
+    with pytest.warns(UserWarning, match=re.escape(where)): flow = Flow(StandardNormal(3), [make(), ActNorm(3)]).double()
+    assert not flow.exact
+    x = torch.randn(5, 3, dtype=torch.float64)
+    torch.testing.assert_close(flow.log_prob(x, k=8), flow.log_prob(x))   # nothing draws: the bound is one pass
+
+
+def test_no_support_warning_where_the_range_is_mapped_back_or_the_base_lives_on_it():
+    import warnings
+    from flownb.surjections import Abs, Log, Sort, SortedToReal
+    from flownb.point_sets import point_set_flow
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert Flow(StandardNormal(2), [Abs(2), Log(), ActNorm(2)]).exact
+        assert Flow(StandardNormal(3), [Sort(3), SortedToReal(3)]).exact
+        assert Flow(D.Independent(D.HalfNormal(torch.ones(2)), 1), [Abs(2)]).exact
+        assert Flow(StandardNormal(2), [Abs(2), Logit(0.0)]).exact     # a later layer with a domain: trusted to map the set back
+        assert point_set_flow(4, 2, steps=1, d_model=8, heads=2).exact
+        assert not point_set_flow(4, 2, steps=1, d_model=8, heads=2, sorted_to_real=False).exact   # SurVAE's variant, asked for
