@@ -13,7 +13,7 @@ from fastcore.script import Param, anno_parser, store_true
 from .data import load_data, dataset_shape, DataError, DATASETS
 from .models import MODELS, create_model, continuous_part_exact, num_parameters, latent_shape
 from .train import (TrainConfig, train, evaluate, classify, model_from_checkpoint, resolve_checkpoint, resolve_device, import_modules,
-                          draw_samples, write_samples, CheckpointError, NonFiniteLossError, RunFolderError,
+                          draw_samples, write_samples, check_same_data, load_checkpoint, CheckpointError, NonFiniteLossError, RunFolderError, TrainingInterrupted,
                           OUTLIER_KINDS, outliers, ood_scores, write_ood_histogram)
 
 # %% auto #0
@@ -23,6 +23,7 @@ __all__ = ['COMMANDS', 'USER_ERRORS', 'parse_options', 'train_cmd', 'eval_cmd', 
 # %% ../nbs/14_cli.ipynb #6b30bb71
 def parse_options(text: str | None) -> dict:
     "`KEY=VALUE,KEY=VALUE` as a dict, each value read as a Python literal (8, 0.5, True, 'max') or else kept as a string"
+    if isinstance(text, dict): return dict(text)   # a resumed run's own options, as its checkpoint recorded them
     options = {}
     for item in text.split(',') if text else []:
         key, sep, value = item.partition('=')
@@ -73,12 +74,12 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
                          lr=lr, optimizer=optimizer, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, device=device, amp=amp, compile=compile,
                          eval_k=k or None, dequantization=dequantization, patience=patience, max_steps=max_steps, time_budget=time_budget,
                          conditional=conditional, lcma=lcma, lcma_steps=lcma_steps, imports=modules, mean_gradient_power=mean_gradient_power,
-                         mean_gradient_only=[n.strip() for n in mean_gradient_only.split(',') if n.strip()] if mean_gradient_only else [],
+                         mean_gradient_only=([n.strip() for n in mean_gradient_only.split(',') if n.strip()] if isinstance(mean_gradient_only, str) else list(mean_gradient_only or [])),
                          model_options=options)
     result = train(config, out, resume=resume, progress=not quiet)
     if not result: return   # processes other than rank 0 under torchrun
     test, selected = result['test'], result['selected']
-    kind = {'ELBO': 'dequantization ELBO' if result['unit'] == 'bits/dim' else 'ELBO', 'exact': 'exact'}.get(test['kind'], test['kind'])
+    kind = _kind_text(test['kind'], result['unit'], result['continuous_part_exact'])
     given = ' given the label' if result['conditional'] else ''
     line = f"test {result['unit']}{given}: {test['bits_per_dim']:.4f} ({kind}; {result['data_note'] or data})"
     if f'iw_{k}' in test: line += f"; IW bound K={k}: {test[f'iw_{k}']['bits_per_dim']:.4f}"
@@ -91,6 +92,12 @@ def train_cmd(model: Param(f"model: {', '.join(MODELS)}", str) = 'flowify-mlp',
     print(f"wrote {Path(out) / 'best.pt'} (selected), checkpoint.pt (latest, for --resume),{samples} curves.png and metrics.json")
 
 # %% ../nbs/14_cli.ipynb #ec602959
+def _kind_text(kind: str, unit: str, continuous_exact: bool) -> str:
+    "What an evaluation's number is: exact, an ELBO (of the dequantization alone, or of the model's own layers too) or an IW bound"
+    if kind != 'ELBO': return kind
+    if unit != 'bits/dim': return 'ELBO'
+    return 'dequantization ELBO' if continuous_exact else "ELBO: of the dequantization and of the model's own bounded layers"
+
 def _per_image(r: dict, unit: str = 'bits/dim') -> str:
     "The median and worst image (sample, of continuous data) of an evaluation, and a warning when a few pull the mean far above the median"
     item = 'image' if unit == 'bits/dim' else 'sample'
@@ -142,16 +149,20 @@ def eval_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, nar
     data = load_data(cfg['data'], data_dir or cfg.get('data_dir'), seed=cfg.get('seed', 0))
     if list(data.shape) != list(state['shape']):
         raise CheckpointError(f"{path} was trained on data of shape {tuple(state['shape'])}, but {cfg['data']} has {data.shape}")
+    check_same_data(path, state.get('data_fingerprint'), data, (split,), f"--data {cfg['data']} loads here")
     x, labels = (data.test, data.test_labels) if split == 'test' else (data.valid, data.valid_labels)
     conditional = bool(flow.context_features)
-    torch.manual_seed(cfg.get('seed', 0) + (20_000 if split == 'test' else 40_000))   # on test, the noise of train's final evaluation: the same number
+    unit, continuous_exact = ('bits/dim' if data.bins else 'bits/dim (continuous)'), continuous_part_exact(flow)
+    # the noise of train's own evaluation of these weights, so the numbers are the same: its final test, or the validation of
+    # the epoch the checkpoint ends (the one that selected best.pt)
+    torch.manual_seed(cfg.get('seed', 0) + (20_000 if split == 'test' else 10_000 + max(state.get('epoch', 1), 1) - 1))
     for kk in ([None] + ([k] if k > 1 and not flow.exact else [])):
         r = evaluate(flow, x, batch_size, k=kk, device=device, labels=labels if conditional else None)
         print(f"{cfg['model']} on {cfg['data']} ({r['n']:,} {split} samples; {_which(path, state)}): "
-              f"{r['bits_per_dim']:.4f} bits/dim{' given the label' if conditional else ''} ({r['kind']}); {_per_image(r)}")
+              f"{r['bits_per_dim']:.4f} {unit}{' given the label' if conditional else ''} ({_kind_text(r['kind'], unit, continuous_exact)}); {_per_image(r, unit)}")
     if conditional:
         prior = torch.bincount(data.train_labels.long(), minlength=flow.context_features).double()
-        _print_classification(classify(flow, x, labels, prior, batch_size, device=device, seed=cfg.get('seed', 0) + 30_000), 'bits/dim', split)
+        _print_classification(classify(flow, x, labels, prior, batch_size, device=device, seed=cfg.get('seed', 0) + 30_000), unit, split)
     if ood is not None: _anomaly_detection(flow, data, x, split, ood, ood_dir, ood_out, path, cfg, batch_size, k, device)
 
 def _anomaly_detection(flow, data, x, split, ood, ood_dir, ood_out, path, cfg, batch_size, k, device):
@@ -188,6 +199,11 @@ def sample_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, n
     out = Path(out)
     if out.is_dir(): raise ValueError(f"--out {out} is a folder; expected a file name, e.g. {out / 'samples.png'}")
     if any(p.exists() and not p.is_dir() for p in out.parents): raise ValueError(f"--out {out} lies under a file; expected a path in a folder")
+    from matplotlib.figure import Figure
+    kinds = Figure().canvas.get_supported_filetypes()   # what matplotlib can write (png, pdf, svg, ...)
+    if out.suffix != '.pt' and out.suffix[1:].lower() not in kinds:
+        raise ValueError(f"--out {out}: unknown file type {out.suffix or '(no extension)'}; expected .pt (the samples as a tensor) "
+                         f"or a picture: {', '.join('.' + k for k in sorted(kinds))}")
     path, flow, state, device = _checkpoint_of(run, checkpoint, imports, device)
     samples, labels = draw_samples(flow, n, class_, per_class=nrow or 8, seed=seed, device=device, temperature=temperature, mean=mean)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -218,10 +234,14 @@ def models_cmd(data: Param("dataset whose shape the models are built for", str) 
         print(f"  {name:22} {num_parameters(flow):11,} {math.prod(latent_shape(flow)):7}  {how:10} {spec.description}{recipe}")
     if bins: print("  (image models dequantize: their bits/dim is a bound even when every other layer is exact)")
 
-# %% ../nbs/14_cli.ipynb #cfc8fa8d
-COMMANDS = {'train': train_cmd, 'eval': eval_cmd, 'sample': sample_cmd, 'models': models_cmd}
-USER_ERRORS = (ValueError, OSError, DataError, CheckpointError, NonFiniteLossError, RunFolderError)
-_ALIASES = {'--imports': '--import', '--class_': '--class'}   # Python keywords cannot be parameter names
+# %% ../nbs/14_cli.ipynb #e7e5590f
+def _interrupted(cmd: str, args: dict, e: KeyboardInterrupt) -> str:
+    "What an interrupt left behind: the place `train` saved on the way out, the run's last checkpoint, or nothing to resume"
+    if isinstance(e, TrainingInterrupted): return f"interrupted by {e}"
+    if cmd != 'train': return 'interrupted'
+    ckpt = Path(args['out']) / 'checkpoint.pt'
+    if not ckpt.exists(): return "interrupted before the run saved a checkpoint: there is nothing to resume; start it again"
+    return f"interrupted at once; {ckpt}, the run's last checkpoint, is kept (the steps since it are lost): continue with --resume"
 
 def error_line(e: BaseException) -> str:
     "A user error as one line: an `OSError` from the system says which path and why, anything else says its message"
@@ -230,6 +250,36 @@ def error_line(e: BaseException) -> str:
         if e.filename2 is not None: message += f" (and {e.filename2})"
     else: message = str(e) or type(e).__name__
     return ' '.join(message.split())   # messages quoted from torch or the system may span lines
+
+# %% ../nbs/14_cli.ipynb #38f68737
+_FROM_THE_RUN = {'model': 'model', 'data': 'data', 'data_dir': 'data_dir', 'epochs': 'epochs', 'batch_size': 'batch_size', 'lr': 'lr',
+                 'optimizer': 'optimizer', 'weight_decay': 'weight_decay', 'grad_clip': 'grad_clip', 'seed': 'seed',
+                 'dequantization': 'dequantization', 'conditional': 'conditional', 'lcma': 'lcma', 'lcma_steps': 'lcma_steps',
+                 'mean_gradient_power': 'mean_gradient_power', 'mean_gradient_only': 'mean_gradient_only', 'model_options': 'model_options',
+                 'imports': 'imports', 'k': 'eval_k'}   # not the budgets (--patience, --max-steps, --time-budget): a resume goes past them
+
+def _resume_settings(parser: argparse.ArgumentParser, argv: list[str], args: dict) -> list[str]:
+    """`flownb train --resume`: each setting this command line does not give is the run's own, read from its checkpoint.pt,
+    so `--out` is all a resume needs; a setting given explicitly stays, and `train` refuses it if it differs from the run's.
+    The budgets are this command's own: a resume without them continues past the ones that stopped the run.
+    Returns the settings taken from the run that differ from the command line's defaults (nothing when there is no
+    readable checkpoint: `train` says what is wrong)"""
+    given = {a.dest for a in parser._actions for opt in a.option_strings for tok in argv if tok == opt or tok.startswith(opt + '=')}
+    try: saved = load_checkpoint(Path(args['out']) / 'checkpoint.pt').get('config')
+    except Exception: return []
+    if not isinstance(saved, dict): return []
+    kept = []
+    for dest, key in _FROM_THE_RUN.items():
+        if dest in given or key not in saved: continue
+        value = (saved[key] or 0) if dest == 'k' else saved[key]
+        if value != args[dest] and value not in (None, [], {}): kept.append(f"{dest.replace('_', '-')} {value}")
+        args[dest] = value
+    return kept
+
+# %% ../nbs/14_cli.ipynb #cfc8fa8d
+COMMANDS = {'train': train_cmd, 'eval': eval_cmd, 'sample': sample_cmd, 'models': models_cmd}
+USER_ERRORS = (ValueError, OSError, DataError, CheckpointError, NonFiniteLossError, RunFolderError)
+_ALIASES = {'--imports': '--import', '--class_': '--class'}   # Python keywords cannot be parameter names
 
 def _parser(cmd: str) -> argparse.ArgumentParser:
     "fastcore's parser for a subcommand, with `--dashed-names` accepted beside `--underscored_names` (and `--import`, `--class`)"
@@ -251,14 +301,17 @@ def main(argv: list[str] | None = None) -> int:
     cmd = argv.pop(0)
     if cmd not in COMMANDS:
         print(f"flownb: error: unknown command {cmd!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr); return 2
-    args = vars(_parser(cmd).parse_args(argv))   # argparse prints usage and one error line, exits 2
+    parser = _parser(cmd)
+    args = vars(parser.parse_args(argv))   # argparse prints usage and one error line, exits 2
+    if cmd == 'train' and args.get('resume') and (kept := _resume_settings(parser, argv, args)):
+        print(f"resuming {args['out']} with its own {', '.join(kept)} (not given here)")
     args.pop('pdb', None); args.pop('xtra', None)
     try: COMMANDS[cmd](**args)
     except BrokenPipeError: raise   # the reader of stdout went away: `cli` ends quietly
     except USER_ERRORS as e:
         print(f"flownb {cmd}: error: {error_line(e)}", file=sys.stderr); return 1
-    except KeyboardInterrupt:
-        print(f"flownb {cmd}: interrupted; the last completed epoch's checkpoint is kept; continue with --resume", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"flownb {cmd}: {_interrupted(cmd, args, e)}", file=sys.stderr)
         return 130
     finally:   # under torchrun: leave the process group before the process exits (gloo can abort a process that exits with it open)
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -4,10 +4,11 @@
 
 # %% ../nbs/13_train.ipynb #11f888b1
 from __future__ import annotations
-import errno, importlib, json, math, os, shutil, socket, sys, time
+import errno, hashlib, importlib, json, math, os, shutil, signal, socket, sys, threading, time
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
+from typing import Sequence
 try: import fcntl                  # POSIX; without it (Windows) run folders are not locked
 except ImportError: fcntl = None
 
@@ -34,7 +35,7 @@ __all__ = ['DEFAULTS', 'OPTIMIZERS', 'OUTLIER_KINDS', 'CHECKPOINT_FORMAT', 'PLOT
            'resolve_config', 'evaluate', 'classify', 'bits_per_sample', 'outliers', 'ood_scores', 'write_ood_histogram',
            'CheckpointError', 'NonFiniteLossError', 'save_checkpoint', 'load_checkpoint', 'model_from_checkpoint',
            'resolve_checkpoint', 'import_modules', 'first_nonfinite_layer', 'RunFolderError', 'RunLock', 'draw_samples',
-           'write_samples', 'train']
+           'write_samples', 'data_fingerprint', 'check_same_data', 'TrainingInterrupted', 'train']
 
 # %% ../nbs/13_train.ipynb #1b6003d7
 def resolve_device(name: str | torch.device = 'auto',  # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N' (or 'mps')
@@ -660,6 +661,29 @@ def _link_best(ckpt_path: Path, best_path: Path) -> Path:
 def _same_selection(a: dict | None, b: dict | None) -> bool:
     return a is not None and b is not None and (a.get('epoch'), a.get('step')) == (b.get('epoch'), b.get('step'))
 
+# %% ../nbs/13_train.ipynb #fad2b6b6
+def data_fingerprint(data: DensityData) -> dict:
+    "Each split's size and a BLAKE2b digest of its values and labels: what a checkpoint records of the data it was trained on"
+    def digest(*tensors):
+        h = hashlib.blake2b(digest_size=16)
+        for t in tensors:
+            if t is not None: h.update(str((t.dtype, tuple(t.shape))).encode()); h.update(t.detach().cpu().contiguous().numpy().data)
+        return h.hexdigest()
+    splits = {'train': (data.train, data.train_labels), 'valid': (data.valid, data.valid_labels), 'test': (data.test, data.test_labels)}
+    return {name: {'n': len(x), 'digest': digest(x, y)} for name, (x, y) in splits.items() if x is not None}
+
+def check_same_data(path: Path, recorded: dict | None, data: DensityData, splits: Sequence[str], what: str):
+    "Refuse `data` whose `splits` differ from those the checkpoint at `path` recorded (checkpoints that predate the record pass)"
+    if not recorded: return
+    now = data_fingerprint(data)
+    differ = [s for s in splits if s in recorded and recorded[s] != now.get(s)]
+    if differ:
+        sizes = lambda f: ' / '.join(f"{f[s]['n']:,}" if s in f else '-' for s in differ)
+        raise CheckpointError(f"{path} was trained on other data than {what}: its {' / '.join(differ)} split(s) had {sizes(recorded)} "
+                              f"items, these have {sizes(now)}{' (the same sizes, other values)' if sizes(recorded) == sizes(now) else ''}; "
+                              "a run trained from Python on data of its own is resumed or evaluated there, with the same data "
+                              "(train(config, data=..., resume=True), flownb.train.evaluate)")
+
 # %% ../nbs/13_train.ipynb #943df907
 def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     kind = {'adamw': torch.optim.AdamW, 'adam': torch.optim.Adam, 'adamax': torch.optim.Adamax}[config.optimizer]
@@ -706,6 +730,7 @@ class _Run:
         self.limit = min((s for s in (config.max_steps, stop_after_steps) if s is not None), default=None)
         self.from_recipe = [k for k, v in sources.items() if v == 'recipe']
         self.stopped = None   # why the run stopped (a `_STOPPED` key), once it has
+        self.interrupted = None   # the signal (SIGINT, SIGTERM) that asked the run to stop after its current step
 
     def context_of(self, idx: Tensor) -> Tensor | None:
         "The one-hot classes of training items `idx` (None for an unconditional run)"
@@ -730,6 +755,8 @@ def build(self: _Run, data: DensityData | None, resumed: dict | None = None):
     torch.manual_seed(config.seed)
     data = data if data is not None else load_data(config.data, config.data_dir, config.download, seed=config.seed)
     self.data = data = split_validation(data, config.seed)
+    if resumed is not None: check_same_data(self.ckpt_path, resumed.get('data_fingerprint'), data, ('train', 'valid', 'test'), 'this run has')
+    self.data_fingerprint = data_fingerprint(data)
     self.classes = _class_count(data, config)
     self.restored_defaults = changed_defaults(config.model, resumed.get('model_defaults')) if resumed is not None else {}
     self.model_defaults = {**builder_defaults(config.model), **self.restored_defaults}   # what checkpoints record
@@ -805,7 +832,7 @@ def checkpoint_common(self: _Run) -> dict:
     "What every checkpoint records besides the training state: settings, data shape, classes, the model and its weights"
     return {'config': asdict(self.config), 'config_sources': self.sources, 'shape': list(self.data.shape), 'bins': self.data.bins,
             'num_classes': self.classes, 'model_module': MODELS[self.config.model].module, 'model_state': self.flow.state_dict(),
-            'model_defaults': self.model_defaults, 'flownb_version': flownb.__version__}
+            'model_defaults': self.model_defaults, 'flownb_version': flownb.__version__, 'data_fingerprint': self.data_fingerprint}
 
 @patch
 def save_latest(self: _Run, selected: bool = False):
@@ -856,6 +883,7 @@ def train_step(self: _Run, x: Tensor, context: Tensor | None) -> float:
 def _budget_spent(self: _Run, done_seconds: float, started: float) -> str | None:
     "After a step: 'max_steps'/'stop_after_steps' or 'time_budget' when the run must stop inside this epoch (rank 0's clock decides)"
     config = self.config
+    if self.interrupted: return 'interrupted'
     if self.limit is not None and self.step >= self.limit: return _stop_reason(config, self.epoch, self.step, 0.0, None, self.limit)
     if config.time_budget is None: return None
     over = done_seconds + self.partial_seconds + time.perf_counter() - started >= config.time_budget
@@ -983,6 +1011,24 @@ def report(self: _Run, selected: dict, final: dict) -> dict:
     return result
 
 # %% ../nbs/13_train.ipynb #02d90aaa
+class TrainingInterrupted(KeyboardInterrupt):
+    "A signal stopped `train` after a step, and the run's place was saved first: `--resume` continues it exactly"
+
+@contextmanager
+def _stop_on_signal(run: _Run):
+    """In a single-process run, SIGINT (Ctrl-C) and SIGTERM (a scheduler's stop) ask the run to stop after the current
+    step and save its place, as a step budget does; a second one stops at once. Under torchrun the processes would stop
+    at different steps, so there a signal stops at once and the last checkpoint is what a resume continues."""
+    if run.distributed or threading.current_thread() is not threading.main_thread(): yield; return
+    def ask(signum, frame):
+        if run.interrupted: raise KeyboardInterrupt
+        run.interrupted = signal.Signals(signum).name
+        print(f"\n{run.interrupted}: stopping after this step, once the run's place is saved (send it again to stop at once)", file=sys.stderr, flush=True)
+    previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+    try: yield
+    finally:
+        for s, handler in previous.items(): signal.signal(s, handler)
+
 def train(config: TrainConfig,                 # what to train
           out: str | Path = 'runs/latest',     # run scratch: best.pt, checkpoint.pt, samples.png, curves.png, metrics.json (locked while running)
           resume: bool = False,                # continue from `out/checkpoint.pt`
@@ -1000,7 +1046,11 @@ def train(config: TrainConfig,                 # what to train
         if run.rank == 0: run.announce(resumed is not None)
         run.stopped = _stop_reason(config, run.epoch, run.step, sum(run.history['epoch_seconds']) + run.partial_seconds, run.best, run.limit)
         if run.distributed: box = [run.stopped]; dist.broadcast_object_list(box, src=0); run.stopped = box[0]
-        while run.stopped is None and run.run_epoch(): pass
+        with _stop_on_signal(run):
+            while run.stopped is None and not run.interrupted and run.run_epoch(): pass
+        if run.interrupted:
+            raise TrainingInterrupted(f"{run.interrupted} at epoch {run.epoch + 1}, step {run.step}: the run's place is saved in "
+                                      f"{run.ckpt_path}; continue with --resume")
         if run.distributed: run.check_replicas()
         result = run.report(*run.evaluate_selected()) if run.rank == 0 else {}
         if run.distributed: dist.barrier()

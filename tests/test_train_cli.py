@@ -133,7 +133,7 @@ def test_eval_and_sample_from_a_checkpoint(tmp_path):
     flownb('train', '--model', 'flowify-conv1', '--epochs', '2', '--out', run, '--quiet', '--k', '4')
     assert 'iw_4' in metrics(run)['test'] and metrics(run)['continuous_part_exact'] is False
     out = flownb('eval', run / 'checkpoint.pt', '--k', '4').stdout
-    assert '(ELBO)' in out and '(IW-4)' in out
+    assert "(ELBO: of the dequantization and of the model's own bounded layers)" in out and '(IW-4)' in out
     out = flownb('eval', run, '--k', '4').stdout   # a run folder: its best.pt, and the numbers train reported for it
     assert 'best.pt, epoch ' in out and f"{metrics(run)['test']['iw_4']['bits_per_dim']:.4f} bits/dim (IW-4)" in out
     flownb('sample', run / 'checkpoint.pt', '--n', '9', '--out', tmp_path / 'grid.png')
@@ -214,8 +214,10 @@ def test_lcma_accumulated_during_training_is_recorded_and_kept_on_resume(tmp_pat
     flownb('train', '--model', 'lcma', '--lcma', 'train', '--lcma-steps', '4', '--epochs', '1', '--max-steps', '6', '--out', run, '--quiet')
     state = torch.load(run / 'best.pt', map_location='cpu', weights_only=False)
     assert state['config']['lcma'] == 'train' and state['config']['lcma_steps'] == 4
-    r = flownb('train', '--model', 'lcma', '--epochs', '1', '--max-steps', '8', '--out', run, '--resume', '--quiet', check=False)
-    assert r.returncode == 1 and "lcma='train'" in r.stderr and "lcma='init'" in r.stderr, r.stderr
+    r = flownb('train', '--model', 'lcma', '--lcma', 'init', '--epochs', '1', '--max-steps', '8', '--out', run, '--resume', '--quiet', check=False)
+    assert r.returncode == 1 and "lcma='train'" in r.stderr and "lcma='init'" in r.stderr, r.stderr   # given, and not the run's: refused
+    flownb('train', '--out', run, '--resume', '--max-steps', '8', '--quiet')                          # not given: the run's own
+    assert metrics(run)['config']['lcma'] == 'train' and metrics(run)['steps'] == 8
 
 
 
@@ -267,8 +269,8 @@ def test_balanced_mean_gradients_are_announced_recorded_and_resume_exactly(tmp_p
     flownb('train', '--epochs', '1', '--batch-size', '64', '--max-steps', '6', '--out', tmp_path / 'plain', '--quiet')
     c = torch.load(tmp_path / 'plain' / 'checkpoint.pt', map_location='cpu', weights_only=False)
     assert not torch.equal(a['model_state'][only + '.net.0.weight'], c['model_state'][only + '.net.0.weight'])
-    r = flownb('train', '--epochs', '1', '--batch-size', '64', '--max-steps', '8', '--out', tmp_path / 'whole', '--resume', '--quiet', check=False)
-    assert r.returncode == 1 and 'mean_gradient_power=0.5' in r.stderr, r.stderr
+    r = flownb('train', '--epochs', '1', '--batch-size', '64', '--max-steps', '8', '--mean-gradient-power', '0.3', '--out', tmp_path / 'whole', '--resume', '--quiet', check=False)
+    assert r.returncode == 1 and 'mean_gradient_power=0.5' in r.stderr, r.stderr   # given, and not the run's: refused
 
 
 @pytest.mark.skipif(not (MNIST / 't10k-images-idx3-ubyte.gz').exists(), reason='MNIST not in ../shared/data/mnist')
@@ -298,6 +300,84 @@ def test_flow_dequantization_run_resumes_exactly(tmp_path):
     flownb('train', '--model', 'maxpool', '--dequantization', 'flow', '--epochs', '2', '--out', run, '--quiet')
     flow, state = model_from_checkpoint(run / 'checkpoint.pt')
     assert type(flow.transform[0]).__name__ == 'FlowDequantization' and state['config']['dequantization'] == 'flow'
-    assert '(ELBO)' in flownb('eval', run).stdout
+    assert '(dequantization ELBO)' in flownb('eval', run).stdout
     r = flownb('train', '--model', 'maxpool', '--dequantization', 'uniform', '--epochs', '3', '--out', run, '--resume', '--quiet', check=False)
     assert r.returncode == 1 and 'dequantization' in r.stderr   # a resumed run keeps its dequantization
+
+
+def test_ctrl_c_mid_epoch_saves_the_place_and_resume_matches_uninterrupted(tmp_path):
+    "SIGINT asks the run to stop after its step: the place is saved mid-epoch (no epoch had ended), and --resume ends as a run never stopped"
+    args = ['train', '--model', 'realnvp', '--epochs', '2', '--batch-size', '16', '--quiet', '--seed', '3']   # 84 steps an epoch
+    flownb(*args, '--out', tmp_path / 'whole')
+    run = tmp_path / 'stopped'
+    proc = subprocess.Popen([sys.executable, '-m', 'flownb.cli', *args, '--out', str(run)], env={**ENV, 'PYTHONUNBUFFERED': '1'},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:                              # the run announces its settings, then trains
+        if line.startswith('settings:'): break
+    time.sleep(0.5)                                       # into the first epoch (84 steps of a few hundredths of a second or more): no checkpoint yet
+    assert proc.poll() is None and not (run / 'checkpoint.pt').exists(), 'the run saved before it could be interrupted; make it longer'
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert 'flownb train: interrupted by SIGINT at epoch 1, step' in err and "the run's place is saved in" in err, err
+    state = load_checkpoint(run / 'checkpoint.pt')
+    assert state['epoch'] == 0 and state['batch'] > 0 and state['batch'] == state['step']
+    flownb(*args, '--out', run, '--resume')
+    assert metrics(run)['test'] == metrics(tmp_path / 'whole')['test']
+    assert metrics(run)['selected'] == metrics(tmp_path / 'whole')['selected']
+
+
+def test_interrupt_before_any_checkpoint_says_there_is_nothing_to_resume(tmp_path, monkeypatch, capsys):
+    import flownb.train
+    from flownb.cli import main
+    def interrupted(*a, **k): raise KeyboardInterrupt
+    monkeypatch.setattr(flownb.train, 'load_data', interrupted)
+    assert main(['train', '--out', str(tmp_path / 'run'), '--quiet']) == 130
+    assert 'interrupted before the run saved a checkpoint: there is nothing to resume' in capsys.readouterr().err
+
+
+def test_eval_on_valid_reproduces_the_number_that_selected_best(tmp_path):
+    run = tmp_path / 'run'
+    flownb('train', '--model', 'realnvp', '--epochs', '2', '--batch-size', '64', '--quiet', '--out', run)
+    out = flownb('eval', run, '--split', 'valid').stdout
+    assert f"{metrics(run)['selected']['valid_bits_per_dim']:.4f} bits/dim (dequantization ELBO)" in out, out
+
+
+def test_a_bounded_model_is_not_called_a_dequantization_elbo(tmp_path):
+    run = tmp_path / 'run'
+    out = flownb('train', '--model', 'flowify-conv1', '--max-steps', '2', '--quiet', '--out', run).stdout
+    assert "(ELBO: of the dequantization and of the model's own bounded layers;" in out, out
+    assert "(ELBO: of the dequantization and of the model's own bounded layers)" in flownb('eval', run).stdout
+
+
+def test_sample_refuses_an_unknown_file_type_before_sampling(tmp_path):
+    r = flownb('sample', tmp_path / 'none.pt', '--out', tmp_path / 's.txt', check=False)
+    assert r.returncode == 1 and 'unknown file type .txt; expected .pt (the samples as a tensor) or a picture: ' in r.stderr and '.png' in r.stderr
+
+
+def test_a_run_on_data_of_its_own_is_not_resumed_or_evaluated_on_the_named_dataset(tmp_path):
+    "Trained from Python on 600 of the digits' images under the name 'digits': reloading 'digits' by name is refused where it differs"
+    import dataclasses
+    from flownb.data import load_data
+    from flownb.train import TrainConfig, train, CheckpointError
+    digits = load_data('digits')
+    subset = dataclasses.replace(digits, train=digits.train[:600], train_labels=digits.train_labels[:600], valid=None, valid_labels=None)
+    run, config = tmp_path / 'run', TrainConfig(model='gaussian', epochs=2, batch_size=256)
+    train(config, run, progress=False, data=subset, stop_after_steps=2)
+    with pytest.raises(CheckpointError, match=r'was trained on other data than this run has: its train / valid split\(s\) had 540 / 60 items, these have 1,348 / 149;'):
+        train(config, run, resume=True, progress=False)
+    train(config, run, resume=True, progress=False, data=subset)                  # the same data: resumed
+    r = flownb('eval', run, '--split', 'valid', check=False)
+    assert r.returncode == 1 and 'was trained on other data than --data digits loads here: its valid split(s) had 60 items, these have 149' in r.stderr, r.stderr
+    assert 'bits/dim' in flownb('eval', run).stdout                                # the test split is the digits' own: evaluated
+
+
+def test_resume_needs_only_the_run_folder(tmp_path):
+    "Settings not given on the resuming command line are the run's own; one given explicitly that differs is refused"
+    run = tmp_path / 'run'
+    flownb('train', '--model', 'realnvp', '--epochs', '2', '--batch-size', '64', '--seed', '5', '--max-steps', '10', '--quiet', '--out', run)
+    out = flownb('train', '--out', run, '--resume', '--quiet').stdout
+    assert f"resuming {run} with its own model realnvp, epochs 2, batch-size 64," in out and 'seed 5' in out, out
+    assert metrics(run)['steps'] == 2 * 21 and metrics(run)['model'] == 'realnvp'   # a budget is not inherited: on to the end of epoch 2
+    r = flownb('train', '--out', run, '--resume', '--epochs', '5', check=False)
+    assert r.returncode == 1 and 'was trained with epochs=2 but this run asks for epochs=5' in r.stderr, r.stderr
