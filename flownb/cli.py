@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_cli.ipynb #d8233873
 from __future__ import annotations
-import argparse, ast, math, os, sys
+import argparse, ast, copy, math, os, sys
 from pathlib import Path
 
 import torch
@@ -13,7 +13,7 @@ from fastcore.script import Param, anno_parser, store_true
 from .data import load_data, dataset_shape, DataError, DATASETS
 from .models import MODELS, create_model, continuous_part_exact, num_parameters, latent_shape
 from .train import (TrainConfig, train, evaluate, classify, model_from_checkpoint, resolve_checkpoint, resolve_device, import_modules,
-                          draw_samples, write_samples, check_same_data, load_checkpoint, CheckpointError, NonFiniteLossError, RunFolderError, TrainingInterrupted,
+                          draw_samples, write_samples, check_same_data, load_checkpoint, _stop_reason, CheckpointError, NonFiniteLossError, RunFolderError, TrainingInterrupted,
                           OUTLIER_KINDS, outliers, ood_scores, write_ood_histogram)
 
 # %% auto #0
@@ -181,6 +181,15 @@ def _anomaly_detection(flow, data, x, split, ood, ood_dir, ood_out, path, cfg, b
           f"out: {what}, {len(x_out):,} samples, median {r['bits_out'].median():.3f}; histogram: {out}")
 
 # %% ../nbs/14_cli.ipynb #f6aebb74
+def _picture_types(images: bool) -> set[str]:
+    "The file extensions a sample picture can be written as: PIL's writers for image grids, matplotlib's for scatter plots"
+    if images:
+        from PIL import Image
+        Image.init()
+        return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+    from matplotlib.figure import Figure
+    return {'.' + ext for ext in Figure().canvas.get_supported_filetypes()}
+
 def sample_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, nargs='?') = 'runs/latest',
                checkpoint: Param("in a run folder: 'best' (best.pt), 'latest' (checkpoint.pt) or a file", str) = 'best',
                n: Param("number of samples (of a class-conditional model: of --class)", int) = 64,
@@ -199,15 +208,14 @@ def sample_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, n
     out = Path(out)
     if out.is_dir(): raise ValueError(f"--out {out} is a folder; expected a file name, e.g. {out / 'samples.png'}")
     if any(p.exists() and not p.is_dir() for p in out.parents): raise ValueError(f"--out {out} lies under a file; expected a path in a folder")
-    from matplotlib.figure import Figure
-    kinds = Figure().canvas.get_supported_filetypes()   # what matplotlib can write (png, pdf, svg, ...)
-    if out.suffix != '.pt' and out.suffix[1:].lower() not in kinds:
-        raise ValueError(f"--out {out}: unknown file type {out.suffix or '(no extension)'}; expected .pt (the samples as a tensor) "
-                         f"or a picture: {', '.join('.' + k for k in sorted(kinds))}")
     path, flow, state, device = _checkpoint_of(run, checkpoint, imports, device)
+    kinds = _picture_types(len(state['shape']) == 3)   # checked before sampling, which is the slow part
+    if out.suffix.lower() != '.pt' and out.suffix.lower() not in kinds:
+        raise ValueError(f"--out {out}: unknown file type {out.suffix or '(no extension)'}; expected .pt (the samples as a tensor) "
+                         f"or a picture: {', '.join(sorted(kinds))}")
     samples, labels = draw_samples(flow, n, class_, per_class=nrow or 8, seed=seed, device=device, temperature=temperature, mean=mean)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == '.pt': torch.save(samples, out)
+    if out.suffix.lower() == '.pt': torch.save(samples, out)
     else: write_samples(samples, labels, state['shape'], state.get('bins'), out, nrow=nrow, scale=scale,
                         title=f"{state['config']['model']} samples" + (f", class {class_}" if class_ is not None else ''))
     what = (f"{len(samples)} samples of class {class_}" if class_ is not None else
@@ -256,21 +264,29 @@ _FROM_THE_RUN = {'model': 'model', 'data': 'data', 'data_dir': 'data_dir', 'epoc
                  'optimizer': 'optimizer', 'weight_decay': 'weight_decay', 'grad_clip': 'grad_clip', 'seed': 'seed',
                  'dequantization': 'dequantization', 'conditional': 'conditional', 'lcma': 'lcma', 'lcma_steps': 'lcma_steps',
                  'mean_gradient_power': 'mean_gradient_power', 'mean_gradient_only': 'mean_gradient_only', 'model_options': 'model_options',
-                 'imports': 'imports', 'k': 'eval_k'}   # not the budgets (--patience, --max-steps, --time-budget): a resume goes past them
+                 'imports': 'imports', 'k': 'eval_k'}
+_BUDGETS = ('patience', 'max_steps', 'time_budget')
 
 def _resume_settings(parser: argparse.ArgumentParser, argv: list[str], args: dict) -> list[str]:
     """`flownb train --resume`: each setting this command line does not give is the run's own, read from its checkpoint.pt,
-    so `--out` is all a resume needs; a setting given explicitly stays, and `train` refuses it if it differs from the run's.
-    The budgets are this command's own: a resume without them continues past the ones that stopped the run.
-    Returns the settings taken from the run that differ from the command line's defaults (nothing when there is no
-    readable checkpoint: `train` says what is wrong)"""
-    given = {a.dest for a in parser._actions for opt in a.option_strings for tok in argv if tok == opt or tok.startswith(opt + '=')}
-    try: saved = load_checkpoint(Path(args['out']) / 'checkpoint.pt').get('config')
+    so `--out` is all a resume needs; a setting given explicitly (abbreviated too) stays, and `train` refuses it if it
+    differs from the run's. A setting the run took from its recipe or flownb's defaults is left to them again, so the
+    record says where it came from. The budgets carry over only to a run that had not reached them (stopped by a signal
+    or killed); a run a budget stopped goes past it unless the budget is given again. Returns what was taken from the run
+    (nothing without a readable checkpoint: `train` says what is wrong)"""
+    explicit = argparse.ArgumentParser(add_help=False, allow_abbrev=parser.allow_abbrev)
+    for a in parser._actions:   # the same options, with no defaults: parsing leaves only what argv gives
+        if a.option_strings and a.dest != 'help': explicit._add_action(copy.copy(a)).default = argparse.SUPPRESS
+    given = set(vars(explicit.parse_known_args(argv)[0]))
+    try: state = load_checkpoint(Path(args['out']) / 'checkpoint.pt')
     except Exception: return []
-    if not isinstance(saved, dict): return []
+    saved, sources = state['config'], state.get('config_sources') or {}
+    try: reached = _stop_reason(TrainConfig(**saved), state['epoch'], state['step'], sum(state['history']['epoch_seconds'])
+                                + state.get('partial_seconds', 0.0), state.get('best'), saved.get('max_steps'))
+    except Exception: reached = None
     kept = []
-    for dest, key in _FROM_THE_RUN.items():
-        if dest in given or key not in saved: continue
+    for dest, key in [*_FROM_THE_RUN.items(), *(((b, b) for b in _BUDGETS) if reached is None else ())]:
+        if dest in given or key not in saved or sources.get(key) in ('recipe', 'default'): continue
         value = (saved[key] or 0) if dest == 'k' else saved[key]
         if value != args[dest] and value not in (None, [], {}): kept.append(f"{dest.replace('_', '-')} {value}")
         args[dest] = value

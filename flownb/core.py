@@ -212,6 +212,7 @@ class Transform(nn.Module, metaclass=_UnderContract):
     stochastic: str | None = None  # the direction that draws noise: None (neither), 'inverse', 'forward' or 'both'
     domain = None              # a `torch.distributions.constraints` set where `forward`'s input must lie (None: all of ℝⁿ), e.g. positive for `Log`
     codomain = None            # the set `forward`'s outputs lie in when it is not all of ℝⁿ, e.g. [0, ∞) for `Abs`; `Flow` checks what follows
+    mean_forward: bool = False # True when a stochastic `forward` puts its noise at the mean under `noise_mean` (then its ldj is no bound)
 
     def __init_subclass__(cls, **kwargs):
         "Every subclass's `forward` and `inverse` run under the contract: dtype and context are checked in this one place"
@@ -374,7 +375,7 @@ def _sampling_temperature(model: nn.Module, temperature: float):
 def _full_support(base) -> bool:
     "Whether the base puts mass on all of ℝⁿ: its `support` is `constraints.real` in every coordinate (False when it declares none)"
     support = getattr(base, 'support', None)
-    while isinstance(support, D.constraints.independent): support = support.base_constraint
+    while hasattr(support, 'base_constraint'): support = support.base_constraint   # independent(...), a mixture's
     return support is D.constraints.real
 
 def _layer_chain(t: Transform) -> list:
@@ -388,22 +389,35 @@ def _set_text(c) -> str:
     if isinstance(c, D.constraints.interval): return f'({c.lower_bound:g}, {c.upper_bound:g})'
     return str(c)
 
+def _set_key(c) -> tuple:
+    "A constraint as a comparable set: a half-line or an interval by its bounds (open or closed alike), else by its text"
+    if isinstance(c, (D.constraints.greater_than, D.constraints.greater_than_eq)): return ('half-line', float(c.lower_bound))
+    if isinstance(c, (D.constraints.interval, D.constraints.half_open_interval)): return ('interval', float(c.lower_bound), float(c.upper_bound))
+    return ('set', str(c))
+
+def _may_map_back(domain, codomain) -> bool:
+    """Whether a layer defined on `domain` may map a narrowing layer's `codomain` back onto ℝⁿ: the same set (Log after
+    Abs), or a bounded interval after a half-line or interval (Logit after a rescaled Abs of bounded data)"""
+    d, c = _set_key(domain), _set_key(codomain)
+    return d == c or (d[0] == 'interval' and c[0] in ('half-line', 'interval'))
+
 def _support_gap(transform: Transform, base) -> str | None:
-    """Why a flow's density integrates to less than one, or None: the last layer that maps onto a part of its space
-    (`codomain`) is followed only by layers defined on all of ℝⁿ (no `domain`) and by a base supported on all of ℝⁿ"""
+    """Why a flow's density integrates to less than one, or None: a layer maps onto a part of its space (`codomain`) and
+    no later layer whose `domain` may be that set maps it back, while the base is supported on all of ℝⁿ"""
     if not _full_support(base): return None
     layers = _layer_chain(transform)
-    narrowing = [i for i, layer in enumerate(layers) if layer.codomain is not None]
-    if not narrowing: return None
-    i = narrowing[-1]
-    if any(getattr(m, 'domain', None) is not None for later in layers[i + 1:] for m in later.modules()): return None
-    name = layers[i]._name()
-    return (f"Flow: {name} maps onto {_set_text(layers[i].codomain)}, a part of its space, and every layer after it and the base "
-            f"({type(base).__name__}) are defined on all of ℝⁿ, so the base's mass outside that set belongs to no input: the density "
-            "integrates to less than 1 and log_prob is a lower bound (flow.exact is False). For an exact flow, follow "
-            f"{name} with a layer that maps that set onto ℝⁿ (Log after Abs, SortedToReal after Sort, SortedPointsToReal after "
-            "SortPoints, Logit after Sigmoid; a layer of your own that does so declares that set as its `domain`), or give the flow a base "
-            "whose support is that set")
+    for i, layer in enumerate(layers):
+        if layer.codomain is None: continue
+        later = [m for after in layers[i + 1:] for m in after.modules() if getattr(m, 'domain', None) is not None]
+        if any(_may_map_back(m.domain, layer.codomain) for m in later): continue
+        name = layer._name()
+        return (f"Flow: {name} maps onto {_set_text(layer.codomain)}, a part of its space, and no layer after it maps that set "
+                f"back onto ℝⁿ, while the base ({type(base).__name__}) is defined on all of it, so the base's mass outside the set "
+                "belongs to no input: the density integrates to less than 1 and log_prob is a lower bound (flow.exact is False). "
+                f"For an exact flow, follow {name} with a layer that maps that set onto ℝⁿ (Log after Abs, SortedToReal after Sort, "
+                "SortedPointsToReal after SortPoints, Logit after Sigmoid; a layer of your own that does so declares that set as "
+                "its `domain`), or give the flow a base whose support is that set")
+    return None
 
 # %% ../nbs/00_core.ipynb #5b8c7fe3
 class Flow(nn.Module):
@@ -462,7 +476,7 @@ def log_prob(self: Flow,
             raise ValueError(f"Flow.log_prob: {name} must be a positive integer or None, got {v!r}")
     if isinstance(x, Tensor) and x.dim() > 0: self._check_context(context, x.shape[0], 'log_prob')
     drawing = [] if self.exact else _drawing_layers(self.transform)
-    if meaned := [m._name() for m in drawing if m.noise_mean]:
+    if meaned := [m._name() for m in drawing if m.noise_mean and m.mean_forward]:
         raise ValueError(f"Flow.log_prob: {', '.join(meaned)} put their noise at its mean (noise_mean), so their terms are neither "
                          "the ELBO nor a bound and neither is log_prob; evaluate with the noise drawn: outside `with noise_mean(...)`, "
                          "or after use_noise_mean(model, False)")

@@ -46,6 +46,7 @@ class FlowConv2d(Surjection):
         >>> x = layer.inverse(z)
     """
     temperature: float = 1.0   # scales the sampling noise of the unread pixels (see `Flow.sample`)
+    mean_forward = True   # under noise_mean its forward uses the noise's mean: Flow.log_prob refuses that (no bound)
     @renamed_arguments(hidden_channels='hidden_features')
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, bias: bool = True,
                  hidden_features: int = 64, num_layers: int = 2, context_features: int = 0,
@@ -68,7 +69,6 @@ class FlowConv2d(Surjection):
 
     @property
     def overlapping(self) -> bool: return any(k > s for k, s in zip(self.kernel_size, self.stride))
-
     @property
     def gaps(self) -> bool: return any(s > k for k, s in zip(self.kernel_size, self.stride))
 
@@ -236,6 +236,7 @@ class FlowPad2d(Surjection):
     """
     exact = False
     stochastic = 'forward'
+    mean_forward = True   # under noise_mean its forward uses the noise's mean: Flow.log_prob refuses that (no bound)
     def __init__(self, channels: int, padding):
         super().__init__()
         check_sizes('FlowPad2d', channels=channels)

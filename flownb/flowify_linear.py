@@ -324,6 +324,7 @@ class FlowLinear(Surjection):
         >>> z, ldj = layer(torch.randn(8, 784))   # z: (8, 64), ldj exact
         >>> x = layer.inverse(z)                  # samples the 720 dropped directions
     """
+    mean_forward = True   # under noise_mean its forward uses the noise's mean: Flow.log_prob refuses that (no bound)
     def __init__(self, in_features: int, out_features: int, bias: bool = True, hidden_features: int = 64,
                  num_layers: int = 2, context_features: int = 0, orthogonal_map: str = 'blocked_householder'):
         super().__init__()

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .core import Flow, Transform, Compose, context_features_of, check_sizes
+from .core import Flow, Transform, Compose, context_features_of, check_sizes, _support_gap
 from .distributions import StandardNormal, DiagonalNormal, ConditionalDiagonalNormal
 from .bijections import ActNorm, AffineCoupling, CheckerboardCoupling, SplineCoupling, Conv1x1, Squeeze, Logit, RQSpline, Permutation
 from .flowify import flowify, Flatten
@@ -195,8 +195,9 @@ def changed_defaults(name: str, recorded: dict | None) -> dict:
 
 # %% ../nbs/12_models.ipynb #edb28af6
 def continuous_part_exact(flow: Flow) -> bool:
-    "Whether every layer but the dequantization is exact (dequantization itself is always a bound on discrete data)"
-    return all(t.exact for t in flow.transform if not isinstance(t, UniformDequantization)) and getattr(flow.base, 'exact', True)
+    "Whether every layer but the dequantization is exact (dequantization itself is always a bound on discrete data), with no support gap (`00_core`)"
+    return (all(t.exact for t in flow.transform if not isinstance(t, UniformDequantization)) and getattr(flow.base, 'exact', True)
+            and _support_gap(flow.transform, flow.base) is None)
 
 def latent_shape(flow: Flow) -> tuple[int, ...]:
     "Event shape of the flow's base density"

@@ -87,6 +87,7 @@ class Augment(Surjection):
     """
     exact = False
     stochastic = 'forward'
+    mean_forward = True   # under noise_mean its forward uses the noise's mean: Flow.log_prob refuses that (no bound)
     def __init__(self, in_features: int, out_features: int, hidden_features: int = 64, num_layers: int = 2,
                  context_features: int = 0, conv: bool = False):
         super().__init__()
@@ -377,6 +378,7 @@ class VAE(Surjection):
     """
     exact = False
     stochastic = 'both'
+    mean_forward = True   # under noise_mean its forward uses the noise's mean: Flow.log_prob refuses that (no bound)
     def __init__(self, in_features: int, latent_features: int, hidden_features: int = 64, num_layers: int = 2, context_features: int = 0):
         super().__init__()
         check_sizes('VAE', in_features=in_features, latent_features=latent_features)

@@ -667,7 +667,7 @@ def data_fingerprint(data: DensityData) -> dict:
     def digest(*tensors):
         h = hashlib.blake2b(digest_size=16)
         for t in tensors:
-            if t is not None: h.update(str((t.dtype, tuple(t.shape))).encode()); h.update(t.detach().cpu().contiguous().numpy().data)
+            if t is not None: h.update(str((t.dtype, tuple(t.shape))).encode()); h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().data)   # raw bytes: any dtype, bfloat16 too
         return h.hexdigest()
     splits = {'train': (data.train, data.train_labels), 'valid': (data.valid, data.valid_labels), 'test': (data.test, data.test_labels)}
     return {name: {'n': len(x), 'digest': digest(x, y)} for name, (x, y) in splits.items() if x is not None}
@@ -883,13 +883,13 @@ def train_step(self: _Run, x: Tensor, context: Tensor | None) -> float:
 def _budget_spent(self: _Run, done_seconds: float, started: float) -> str | None:
     "After a step: 'max_steps'/'stop_after_steps' or 'time_budget' when the run must stop inside this epoch (rank 0's clock decides)"
     config = self.config
-    if self.interrupted: return 'interrupted'
     if self.limit is not None and self.step >= self.limit: return _stop_reason(config, self.epoch, self.step, 0.0, None, self.limit)
-    if config.time_budget is None: return None
-    over = done_seconds + self.partial_seconds + time.perf_counter() - started >= config.time_budget
-    if self.distributed:   # every process stops at the same step
-        flag = torch.tensor([int(over)], device=self.device); dist.broadcast(flag, 0); over = bool(flag.item())
-    return 'time_budget' if over else None
+    if config.time_budget is not None:
+        over = done_seconds + self.partial_seconds + time.perf_counter() - started >= config.time_budget
+        if self.distributed:   # every process stops at the same step
+            flag = torch.tensor([int(over)], device=self.device); dist.broadcast(flag, 0); over = bool(flag.item())
+        if over: return 'time_budget'
+    return 'interrupted' if self.interrupted else None   # a budget reached at this step wins: the run is done, not paused
 
 @patch
 def run_epoch(self: _Run) -> bool:
@@ -1048,9 +1048,10 @@ def train(config: TrainConfig,                 # what to train
         if run.distributed: box = [run.stopped]; dist.broadcast_object_list(box, src=0); run.stopped = box[0]
         with _stop_on_signal(run):
             while run.stopped is None and not run.interrupted and run.run_epoch(): pass
-        if run.interrupted:
-            raise TrainingInterrupted(f"{run.interrupted} at epoch {run.epoch + 1}, step {run.step}: the run's place is saved in "
-                                      f"{run.ckpt_path}; continue with --resume")
+        if run.interrupted and run.stopped in (None, 'interrupted'):   # paused; a run that had reached its end goes on to its report
+            place = f"after epoch {run.epoch}" if run.batch == 0 else f"in epoch {run.epoch + 1}"
+            raise TrainingInterrupted(f"{run.interrupted} {place}, at step {run.step}: the run's place is saved in {run.ckpt_path}; "
+                                      "continue with --resume")
         if run.distributed: run.check_replicas()
         result = run.report(*run.evaluate_selected()) if run.rank == 0 else {}
         if run.distributed: dist.barrier()

@@ -146,3 +146,28 @@ def test_no_support_warning_where_the_range_is_mapped_back_or_the_base_lives_on_
         assert Flow(StandardNormal(2), [Abs(2), Logit(0.0)]).exact     # a later layer with a domain: trusted to map the set back
         assert point_set_flow(4, 2, steps=1, d_model=8, heads=2).exact
         assert not point_set_flow(4, 2, steps=1, d_model=8, heads=2, sorted_to_real=False).exact   # SurVAE's variant, asked for
+
+
+def test_every_narrowing_layer_needs_its_own_way_back():
+    "Sort's cone is opened by SortedToReal, Abs's half-line by nothing: still a gap; and Log does not open Sort's cone"
+    from flownb.surjections import Abs, Sort, SortedToReal, Log
+    with pytest.warns(UserWarning, match=re.escape('Abs(2) maps onto [0, ∞)')): assert not Flow(StandardNormal(2), [Abs(2), Sort(2), SortedToReal(2)]).exact
+    with pytest.warns(UserWarning, match='Sort.2. maps onto the increasing vectors'): assert not Flow(StandardNormal(2), [Sort(2), Log()]).exact
+
+
+def test_noise_mean_on_layers_that_always_draw_still_evaluates():
+    "Dequantization and stochastic permutations draw in forward whatever noise_mean says: their terms stay bounds"
+    from flownb.core import use_noise_mean
+    from flownb.models import create_model
+    flow = use_noise_mean(create_model('realnvp', (1, 8, 8), 17))
+    x = torch.randint(0, 17, (4, 1, 8, 8)).float()
+    assert flow.log_prob(x).shape == (4,)
+
+
+def test_a_gap_is_not_called_an_exact_continuous_part():
+    import warnings
+    from flownb.flowify import Sigmoid
+    from flownb.models import continuous_part_exact
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); gap = Flow(StandardNormal(3), [ActNorm(3), Sigmoid()])
+    assert not continuous_part_exact(gap) and continuous_part_exact(Flow(StandardNormal(3), [ActNorm(3)]))

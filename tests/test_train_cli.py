@@ -307,7 +307,7 @@ def test_flow_dequantization_run_resumes_exactly(tmp_path):
 
 def test_ctrl_c_mid_epoch_saves_the_place_and_resume_matches_uninterrupted(tmp_path):
     "SIGINT asks the run to stop after its step: the place is saved mid-epoch (no epoch had ended), and --resume ends as a run never stopped"
-    args = ['train', '--model', 'realnvp', '--epochs', '2', '--batch-size', '16', '--quiet', '--seed', '3']   # 84 steps an epoch
+    args = ['train', '--model', 'realnvp', '--epochs', '2', '--batch-size', '16', '--max-steps', '120', '--quiet', '--seed', '3']   # 84 steps an epoch
     flownb(*args, '--out', tmp_path / 'whole')
     run = tmp_path / 'stopped'
     proc = subprocess.Popen([sys.executable, '-m', 'flownb.cli', *args, '--out', str(run)], env={**ENV, 'PYTHONUNBUFFERED': '1'},
@@ -319,10 +319,11 @@ def test_ctrl_c_mid_epoch_saves_the_place_and_resume_matches_uninterrupted(tmp_p
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert 'flownb train: interrupted by SIGINT at epoch 1, step' in err and "the run's place is saved in" in err, err
+    assert 'flownb train: interrupted by SIGINT in epoch 1, at step' in err and "the run's place is saved in" in err, err
     state = load_checkpoint(run / 'checkpoint.pt')
     assert state['epoch'] == 0 and state['batch'] > 0 and state['batch'] == state['step']
-    flownb(*args, '--out', run, '--resume')
+    flownb('train', '--out', run, '--resume', '--quiet')   # the run's settings, its unreached --max-steps 120 too
+    assert metrics(run)['steps'] == metrics(tmp_path / 'whole')['steps'] == 120
     assert metrics(run)['test'] == metrics(tmp_path / 'whole')['test']
     assert metrics(run)['selected'] == metrics(tmp_path / 'whole')['selected']
 
@@ -350,9 +351,16 @@ def test_a_bounded_model_is_not_called_a_dequantization_elbo(tmp_path):
     assert "(ELBO: of the dequantization and of the model's own bounded layers)" in flownb('eval', run).stdout
 
 
-def test_sample_refuses_an_unknown_file_type_before_sampling(tmp_path):
-    r = flownb('sample', tmp_path / 'none.pt', '--out', tmp_path / 's.txt', check=False)
-    assert r.returncode == 1 and 'unknown file type .txt; expected .pt (the samples as a tensor) or a picture: ' in r.stderr and '.png' in r.stderr
+def test_sample_refuses_a_file_type_its_writer_cannot_write(tmp_path):
+    "Image grids are written by PIL, scatter plots by matplotlib: each is checked against its own writer, before sampling"
+    run = tmp_path / 'run'
+    flownb('train', '--model', 'gaussian', '--max-steps', '1', '--quiet', '--out', run)
+    for suffix in ('.txt', '.svg'):   # .svg: matplotlib writes it, PIL does not
+        r = flownb('sample', run, '--out', tmp_path / f's{suffix}', check=False)
+        assert r.returncode == 1 and f'unknown file type {suffix}; expected .pt (the samples as a tensor) or a picture: ' in r.stderr, r.stderr
+        assert '.png' in r.stderr and not (tmp_path / f's{suffix}').exists()
+    flownb('sample', run, '--out', tmp_path / 's.PT', '--n', '4')
+    assert torch.load(tmp_path / 's.PT').shape == (4, 1, 8, 8)
 
 
 def test_a_run_on_data_of_its_own_is_not_resumed_or_evaluated_on_the_named_dataset(tmp_path):
@@ -379,5 +387,27 @@ def test_resume_needs_only_the_run_folder(tmp_path):
     out = flownb('train', '--out', run, '--resume', '--quiet').stdout
     assert f"resuming {run} with its own model realnvp, epochs 2, batch-size 64," in out and 'seed 5' in out, out
     assert metrics(run)['steps'] == 2 * 21 and metrics(run)['model'] == 'realnvp'   # a budget is not inherited: on to the end of epoch 2
-    r = flownb('train', '--out', run, '--resume', '--epochs', '5', check=False)
-    assert r.returncode == 1 and 'was trained with epochs=2 but this run asks for epochs=5' in r.stderr, r.stderr
+    for flag in ('--epochs', '--epoch'):                                          # abbreviated too: argparse accepts it
+        r = flownb('train', '--out', run, '--resume', flag, '5', check=False)
+        assert r.returncode == 1 and 'was trained with epochs=2 but this run asks for epochs=5' in r.stderr, r.stderr
+    sources = metrics(run)['config_sources']                                      # not relabelled by the resume
+    assert sources['epochs'] == sources['batch_size'] == 'set' and sources['lr'] in ('recipe', 'default'), sources
+
+
+@pytest.mark.parametrize('budget, expected', [(5, 'returns'), (None, 'pauses')])
+def test_a_signal_during_validation(tmp_path, monkeypatch, budget, expected):
+    "A run whose budget ended at this epoch goes on to its report; one that had not reached it is paused, after the epoch"
+    import os
+    import flownb.train
+    from flownb.train import TrainConfig, train, TrainingInterrupted
+    real, calls = flownb.train.evaluate, []
+    def signalled(*a, **k):
+        if not calls: os.kill(os.getpid(), signal.SIGINT)   # once, while the first epoch's validation runs: handled after the epoch
+        calls.append(1); return real(*a, **k)
+    monkeypatch.setattr(flownb.train, 'evaluate', signalled)
+    config = TrainConfig(model='gaussian', epochs=3, batch_size=256, max_steps=budget)   # 5 steps an epoch on the digits
+    if expected == 'returns':
+        assert train(config, tmp_path / 'run', progress=False)['stopped'] == 'max_steps'
+    else:
+        with pytest.raises(TrainingInterrupted, match=r'SIGINT after epoch 1, at step 5: '): train(config, tmp_path / 'run', progress=False)
+        assert load_checkpoint(tmp_path / 'run' / 'checkpoint.pt')['epoch'] == 1
