@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 __all__ = []
 
 # %% ../nbs/index.ipynb #2da5f36c
-import sys, types
+import inspect, sys, types
 from .core import Transform, Bijection, Surjection, Compose, Flow, bits_per_dim, validation, use_noise_mean, noise_mean
 from .nn import mlp, conv_net, res_net
 from .distributions import StandardNormal, DiagonalNormal, ConditionalNormal, ConditionalDiagonalNormal
@@ -27,7 +27,11 @@ from .train import TrainConfig, evaluate, classify, load_checkpoint, model_from_
 # %% ../nbs/index.ipynb #a2ac9be6
 class _CallableModule(types.ModuleType):
     "A module that can be called as the function it is named after: `flownb.train(config)` is `flownb.train.train(config)`"
-    def __call__(self, *args, **kwargs): return getattr(self, self.__name__.rpartition('.')[2])(*args, **kwargs)
+    def __call__(self, *args, **kwargs): return self._function(*args, **kwargs)
+    @property
+    def _function(self): return getattr(self, self.__name__.rpartition('.')[2])
+    @property
+    def __signature__(self): return inspect.signature(self._function)   # so `inspect.signature(flownb.train)` and IDEs show its parameters
 
 # `train` and `flowify` are both a module and that module's main function. The package attribute must stay the module
 # (`import flownb.train as T`, `flownb.train.TrainConfig`, patching in tests), so the module is made callable instead

@@ -106,3 +106,11 @@ def test_the_command_line_refuses_a_negative_k(tmp_path):
     import flownb.cli as cli
     with pytest.raises(ValueError, match=r'--k must be >= 0 \(0: the ELBO only\), got -1'):
         cli.train_cmd(model='gaussian', out=str(tmp_path / 'run'), k=-1, quiet=True)
+
+
+def test_callable_modules_show_their_function_signature():
+    "flownb.train and flownb.flowify are modules one can call; inspect.signature shows the function's parameters, not (*args, **kwargs)"
+    import inspect
+    import flownb
+    assert list(inspect.signature(flownb.train).parameters)[:3] == ['config', 'out', 'resume']
+    assert 'module' in inspect.signature(flownb.flowify).parameters
