@@ -13,7 +13,7 @@ from fastcore.script import Param, anno_parser, store_true
 from .data import load_data, dataset_shape, DataError, DATASETS
 from .models import MODELS, create_model, continuous_part_exact, num_parameters, latent_shape
 from .train import (TrainConfig, train, evaluate, classify, model_from_checkpoint, resolve_checkpoint, resolve_device, import_modules,
-                          draw_samples, write_samples, check_same_data, load_checkpoint, _stop_reason, CheckpointError, NonFiniteLossError, RunFolderError, TrainingInterrupted,
+                          draw_samples, write_samples, check_same_data, data_fingerprint, load_checkpoint, _stop_reason, CheckpointError, NonFiniteLossError, RunFolderError, TrainingInterrupted,
                           OUTLIER_KINDS, outliers, ood_scores, write_ood_histogram)
 
 # %% auto #0
@@ -149,7 +149,7 @@ def eval_cmd(run: Param("a run folder or a checkpoint file", str, opt=False, nar
     data = load_data(cfg['data'], data_dir or cfg.get('data_dir'), seed=cfg.get('seed', 0))
     if list(data.shape) != list(state['shape']):
         raise CheckpointError(f"{path} was trained on data of shape {tuple(state['shape'])}, but {cfg['data']} has {data.shape}")
-    check_same_data(path, state.get('data_fingerprint'), data, (split,), f"--data {cfg['data']} loads here")
+    check_same_data(path, state.get('data_fingerprint'), data_fingerprint(data, (split,)), f"--data {cfg['data']} loads here")   # that split only
     x, labels = (data.test, data.test_labels) if split == 'test' else (data.valid, data.valid_labels)
     conditional = bool(flow.context_features)
     unit, continuous_exact = ('bits/dim' if data.bins else 'bits/dim (continuous)'), continuous_part_exact(flow)

@@ -662,21 +662,20 @@ def _same_selection(a: dict | None, b: dict | None) -> bool:
     return a is not None and b is not None and (a.get('epoch'), a.get('step')) == (b.get('epoch'), b.get('step'))
 
 # %% ../nbs/13_train.ipynb #fad2b6b6
-def data_fingerprint(data: DensityData) -> dict:
-    "Each split's size and a BLAKE2b digest of its values and labels: what a checkpoint records of the data it was trained on"
+def data_fingerprint(data: DensityData, splits: Sequence[str] = ('train', 'valid', 'test')) -> dict:
+    "Each of `splits`' size and a BLAKE2b digest of its values and labels: what a checkpoint records of the data it was trained on"
     def digest(*tensors):
         h = hashlib.blake2b(digest_size=16)
         for t in tensors:
             if t is not None: h.update(str((t.dtype, tuple(t.shape))).encode()); h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().data)   # raw bytes: any dtype, bfloat16 too
         return h.hexdigest()
-    splits = {'train': (data.train, data.train_labels), 'valid': (data.valid, data.valid_labels), 'test': (data.test, data.test_labels)}
-    return {name: {'n': len(x), 'digest': digest(x, y)} for name, (x, y) in splits.items() if x is not None}
+    parts = {'train': (data.train, data.train_labels), 'valid': (data.valid, data.valid_labels), 'test': (data.test, data.test_labels)}
+    return {name: {'n': len(parts[name][0]), 'digest': digest(*parts[name])} for name in splits if parts[name][0] is not None}
 
-def check_same_data(path: Path, recorded: dict | None, data: DensityData, splits: Sequence[str], what: str):
-    "Refuse `data` whose `splits` differ from those the checkpoint at `path` recorded (checkpoints that predate the record pass)"
+def check_same_data(path: Path, recorded: dict | None, now: dict, what: str):
+    "Refuse data whose fingerprint `now` differs in a split from the one the checkpoint at `path` recorded (checkpoints that predate the record pass)"
     if not recorded: return
-    now = data_fingerprint(data)
-    differ = [s for s in splits if s in recorded and recorded[s] != now.get(s)]
+    differ = [s for s in now if s in recorded and recorded[s] != now[s]]
     if differ:
         sizes = lambda f: ' / '.join(f"{f[s]['n']:,}" if s in f else '-' for s in differ)
         raise CheckpointError(f"{path} was trained on other data than {what}: its {' / '.join(differ)} split(s) had {sizes(recorded)} "
@@ -755,8 +754,8 @@ def build(self: _Run, data: DensityData | None, resumed: dict | None = None):
     torch.manual_seed(config.seed)
     data = data if data is not None else load_data(config.data, config.data_dir, config.download, seed=config.seed)
     self.data = data = split_validation(data, config.seed)
-    if resumed is not None: check_same_data(self.ckpt_path, resumed.get('data_fingerprint'), data, ('train', 'valid', 'test'), 'this run has')
-    self.data_fingerprint = data_fingerprint(data)
+    self.data_fingerprint = data_fingerprint(data)   # hashed once: checked against a resumed run's, recorded in every checkpoint
+    if resumed is not None: check_same_data(self.ckpt_path, resumed.get('data_fingerprint'), self.data_fingerprint, 'this run has')
     self.classes = _class_count(data, config)
     self.restored_defaults = changed_defaults(config.model, resumed.get('model_defaults')) if resumed is not None else {}
     self.model_defaults = {**builder_defaults(config.model), **self.restored_defaults}   # what checkpoints record
